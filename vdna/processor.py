@@ -1,0 +1,328 @@
+"""From images to Visual DNAs: ``VDNAProcessor.make_vdna`` and the streaming form.
+
+The pipeline is: an image source (decoding/cropping/resizing in a thread pool) -> batches of
+float32 pixels -> the extractor backend (LibTorch shim or eager PyTorch) -> per-layer activations
+-> accumulation (the C core on the host; on the device for accelerators, read back once) -> VDNA.
+Accumulation always goes through :class:`vdna.Accumulator`, so every path follows the same rules.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from .accumulator import Accumulator
+from .dna import VDNA, get_vdna
+from .settings import DataSettings, ExtractionSettings
+
+CROP_MODES = ("none", "center", "random")
+RESIZE_MODES = ("clean", "fast")
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError(
+            "processing images needs PyTorch: install the build for your machine first "
+            "(https://pytorch.org), e.g. `pip install torch`, then use vdna again"
+        ) from exc
+    return torch
+
+
+def resolve_device(device: Optional[str]) -> str:
+    """``None`` -> "cuda" if available else "cpu"; otherwise the device string, validated."""
+    torch = _torch()
+    if device is None:
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"invalid device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was requested but CUDA is not available; use device='cpu'")
+    return str(dev)
+
+
+class VDNAProcessor:
+    """Builds Visual DNAs from images. Extractors and backends are built once and reused."""
+
+    def __init__(self):
+        self._extractors = {}
+        self._backends = {}
+
+    # ------------------------------------------------------------------ building blocks
+    def get_extractor(self, name: str, weights=None, ranges=None, allow_download=None):
+        from .extractors import get_extractor
+
+        key = (name, str(weights) if weights is not None else None, id(ranges) if ranges is not None else None)
+        if key not in self._extractors:
+            self._extractors[key] = get_extractor(name, weights=weights, ranges=ranges, allow_download=allow_download)
+        return self._extractors[key]
+
+    def get_backend(self, extractor, device: str, backend: str = "auto", amp_dtype=None):
+        from .backends import get_backend
+
+        key = (id(extractor), device, backend, str(amp_dtype))
+        if key not in self._backends:
+            self._backends[key] = get_backend(extractor, device=device, backend=backend, amp_dtype=amp_dtype)
+        return self._backends[key]
+
+    # ------------------------------------------------------------------ the one-call path
+    def make_vdna(
+        self,
+        source,
+        num_images: int = -1,
+        shuffle_files: bool = False,
+        feat_extractor_name: str = "mugs_vit_base",
+        distribution_name: str = "histogram-1000",
+        seed: int = 0,
+        batch_size: int = 64,
+        device: Optional[str] = None,
+        verbose: bool = True,
+        num_workers: int = 12,
+        save_sample_images: Optional[Union[str, Path]] = None,
+        n_sample_images: int = 5,
+        crop_to_square_pre_resize: str = "none",
+        *,
+        resize_mode: str = "clean",
+        backend: str = "auto",
+        strict: bool = False,
+        weights=None,
+        activation_ranges=None,
+        allow_download: Optional[bool] = None,
+        amp_dtype=None,
+    ) -> VDNA:
+        """Make the Visual DNA of a set of images.
+
+        Arguments of the reference package (vdna 0.1.1) keep their meaning; ``device=None`` picks CUDA
+        when available, else the CPU. Extra keyword-only arguments:
+
+        resize_mode: "clean" (the reference's, default) or "fast" (see :mod:`vdna.sources`).
+        backend: "auto" (LibTorch shim when it can be built, else eager PyTorch), "libtorch", "eager".
+        strict: raise on an unreadable image instead of skipping it with a warning.
+        weights / activation_ranges / allow_download: where the extractor's assets come from.
+        amp_dtype: None (float32, default) or torch.float16 / torch.bfloat16 for the forward pass.
+        """
+        from .sources import open_source
+
+        _check_choice("crop_to_square_pre_resize", crop_to_square_pre_resize, CROP_MODES)
+        _check_choice("resize_mode", resize_mode, RESIZE_MODES)
+        _check_positive("batch_size", batch_size)
+        if int(num_workers) < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        get_vdna(distribution_name)  # validates the name before any work
+        src = open_source(source, num_images=num_images, shuffle=shuffle_files, seed=seed)
+
+        stream = self.stream(
+            feat_extractor_name=feat_extractor_name,
+            distribution_name=distribution_name,
+            device=device,
+            seed=seed,
+            batch_size=batch_size,
+            backend=backend,
+            weights=weights,
+            activation_ranges=activation_ranges,
+            allow_download=allow_download,
+            amp_dtype=amp_dtype,
+            n_sample_images=n_sample_images if save_sample_images is not None else 0,
+        )
+        stream.data_settings = DataSettings(
+            source=src.describe(),
+            crop_to_square_pre_resize=crop_to_square_pre_resize,
+            resize_mode=resize_mode,
+            shuffle_files=shuffle_files,
+            num_images=num_images,
+        )
+        stream.extraction_settings.num_workers = num_workers
+        stream.extraction_settings.verbose = verbose
+        stream.meta["resize_mode"] = resize_mode
+        stream._run_source(src, num_workers, crop_to_square_pre_resize, resize_mode, seed, strict, verbose)
+        vdna = stream.result()
+        if save_sample_images is not None:
+            stream.save_sample_images(save_sample_images)
+        return vdna
+
+    def stream(
+        self,
+        feat_extractor_name: str = "mugs_vit_base",
+        distribution_name: str = "histogram-1000",
+        device: Optional[str] = None,
+        seed: int = 0,
+        batch_size: int = 64,
+        backend: str = "auto",
+        weights=None,
+        activation_ranges=None,
+        allow_download: Optional[bool] = None,
+        amp_dtype=None,
+        n_sample_images: int = 0,
+    ) -> "VDNAStream":
+        """A streaming DNA builder: feed batches of images with ``add``, get the DNA with ``result``."""
+        dev = resolve_device(device)
+        extractor = self.get_extractor(feat_extractor_name, weights=weights, allow_download=allow_download)
+        be = self.get_backend(extractor, dev, backend, amp_dtype)
+        return VDNAStream(extractor, be, distribution_name, dev, seed, batch_size, activation_ranges, n_sample_images)
+
+
+class VDNAStream:
+    """Accumulates a DNA from batches of images given by the caller (e.g. a generator's samples).
+
+    ``add(images)`` takes a batch as a NumPy array or torch tensor: (N, H, W, 3) uint8, or
+    (N, 3, H, W) float with values in [0, 1] (scaled by 255) or [0, 255]; images of another size are
+    resized with the "clean" resize. ``result()`` returns the VDNA. Same guarantees as ``make_vdna``:
+    counts do not depend on how the images are split into batches.
+    """
+
+    def __init__(self, extractor, backend, distribution_name, device, seed, batch_size, activation_ranges,
+                 n_sample_images=0):
+        self.extractor = extractor
+        self.backend = backend
+        self.device = device
+        self.batch_size = int(batch_size)
+        info = extractor.info
+        ranges = activation_ranges
+        if ranges is None and distribution_name.startswith("histogram"):
+            ranges = extractor.activation_ranges()
+        self.accumulator = Accumulator(
+            distribution_name,
+            dict(info.neurons_per_layer),
+            activation_ranges=ranges,
+            layouts=dict(info.layouts),
+            feature_extractor_name=info.name,
+        )
+        self._device_acc = None
+        if not str(device).startswith("cpu"):
+            self._device_acc = backend.device_accumulators(self.accumulator)
+        self.data_settings = DataSettings(source="stream", shuffle_files=False)
+        self.extraction_settings = ExtractionSettings(device=str(device), batch_size=self.batch_size, seed=int(seed))
+        self.meta = {
+            "backend": backend.name,
+            "weights_sha256": getattr(extractor, "weights_sha256", ""),
+            "skipped_files": [],
+        }
+        self._n_samples = int(n_sample_images)
+        self._samples = []
+
+    # -------------------------------------------------------------- feeding
+    def add(self, images) -> None:
+        """Accumulate one batch of images (see the class docstring for accepted forms)."""
+        torch = _torch()
+        batch = _as_pixel_batch(images, self.extractor.info.input_size, torch)
+        for start in range(0, batch.shape[0], self.batch_size):
+            self._forward(batch[start:start + self.batch_size])
+
+    def _forward(self, batch) -> None:
+        if self._n_samples > len(self._samples):
+            take = self._n_samples - len(self._samples)
+            self._samples.extend(batch[:take].detach().cpu().numpy().copy())
+        acts = self.backend.forward(batch)
+        if self._device_acc is not None:
+            self._device_acc.update(acts)
+        else:
+            self.accumulator.update(acts)
+
+    def _run_source(self, src, num_workers, crop, resize_mode, seed, strict, verbose):
+        from .sources import iter_batches
+
+        torch = _torch()
+        allocate = None
+        if self._device_acc is not None and torch.cuda.is_available():
+            def allocate(shape):  # pinned host buffers: asynchronous copies to the device
+                return torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
+        batches = iter_batches(src, self.extractor.info.input_size, self.batch_size, num_workers=num_workers,
+                               crop_to_square=crop, resize_mode=resize_mode, seed=seed, strict=strict,
+                               allocate=allocate)
+        progress = None
+        if verbose:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(src), desc=f"vdna {self.extractor.info.name}", unit="img")
+        try:
+            for batch in batches:
+                if batch.skipped:
+                    self.meta["skipped_files"].extend([{"name": n, "reason": r} for n, r in batch.skipped])
+                if len(batch.names):
+                    self._forward(torch.from_numpy(batch.images))
+                if progress is not None:
+                    progress.update(len(batch.names) + len(batch.skipped))
+        finally:
+            if progress is not None:
+                progress.close()
+
+    # -------------------------------------------------------------- results
+    def result(self) -> VDNA:
+        """The DNA of everything added so far."""
+        if self._device_acc is not None:
+            self._device_acc.merge_into(self.accumulator)
+            self._device_acc.reset()
+        self.accumulator.data_settings = self.data_settings
+        self.accumulator.extraction_settings = self.extraction_settings
+        self.accumulator.meta.update(self.meta)
+        vdna = self.accumulator.compute()
+        vdna.device = self.device
+        if self.meta["skipped_files"]:
+            warnings.warn(f"{len(self.meta['skipped_files'])} unreadable image(s) were skipped; "
+                          "see vdna.meta['skipped_files']", stacklevel=2)
+        return vdna
+
+    def save_sample_images(self, folder) -> list:
+        """Save the first images (as given to the extractor, after crop/resize) as PNG files."""
+        from PIL import Image
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, img in enumerate(self._samples):
+            arr = np.clip(np.rint(np.transpose(img, (1, 2, 0))), 0, 255).astype(np.uint8)
+            path = folder / f"{i}.png"
+            Image.fromarray(arr).save(path)
+            paths.append(path)
+        return paths
+
+
+def _as_pixel_batch(images, size, torch):
+    """(N,3,H,W) float32 tensor on the 0..255 scale from the forms VDNAStream.add accepts."""
+    if isinstance(images, (list, tuple)):
+        images = np.stack([np.asarray(im) for im in images])
+    t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
+    t = t.detach()
+    if t.ndim != 4:
+        raise ValueError(f"a batch of images must have 4 dimensions (N,H,W,3) or (N,3,H,W); got shape {tuple(t.shape)}")
+    if t.dtype == torch.uint8:
+        if t.shape[-1] == 3 and t.shape[1] != 3:
+            t = t.permute(0, 3, 1, 2)
+        t = t.float()
+    elif t.is_floating_point():
+        if t.shape[1] != 3 and t.shape[-1] == 3:
+            t = t.permute(0, 3, 1, 2)
+        t = t.float()
+        if t.numel() and not torch.isfinite(t).all():
+            raise ValueError("images contain NaN or Inf")
+        if t.numel() and float(t.max()) <= 1.0:
+            t = t * 255.0
+    else:
+        raise TypeError(f"images must be uint8 or floating point, got {t.dtype}")
+    if t.shape[1] != 3:
+        raise ValueError(f"images must have 3 (RGB) channels; got shape {tuple(t.shape)}")
+    t = t.cpu().contiguous()
+    h, w = int(size[0]), int(size[1])
+    if tuple(t.shape[2:]) != (h, w):
+        from .sources import resize_image
+
+        out = np.empty((t.shape[0], 3, h, w), dtype=np.float32)
+        for i in range(t.shape[0]):
+            out[i] = resize_image(t[i].numpy().transpose(1, 2, 0), (h, w), "clean")
+        t = torch.from_numpy(out)
+    return t
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def _check_positive(name, value):
+    if int(value) < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
