@@ -1,0 +1,46 @@
+"""Visual DNA: compare images and image datasets neuron by neuron.
+
+``import vdna`` needs only NumPy and the compiled core; ``VDNAProcessor`` (which needs torch) and
+``load_vdna_from_hub`` are imported on first use.
+"""
+from .accumulator import Accumulator
+from .distances import EMD, FD, NFD, distances_to
+from .dna import VDNA, get_vdna
+from .files import load_vdna_from_files
+from .ranges import ActivationRanges
+from .version import __version__
+
+_LAZY = {
+    "VDNAProcessor": ("vdna.processor", "VDNAProcessor"),
+    "load_vdna_from_hub": ("vdna.hub", "load_vdna_from_hub"),
+}
+
+__all__ = [
+    "VDNA",
+    "EMD",
+    "NFD",
+    "FD",
+    "load_vdna_from_files",
+    "load_vdna_from_hub",
+    "Accumulator",
+    "ActivationRanges",
+    "distances_to",
+    "get_vdna",
+    "VDNAProcessor",
+    "__version__",
+]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module_name), attr)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module 'vdna' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
