@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
 try:
     import scipy_openblas32 as _blas
@@ -34,4 +35,17 @@ ext = Extension(
     extra_link_args=["-pthread"],
 )
 
-setup(ext_modules=[ext])
+class build_py_with_shim(build_py):
+    """Ship the LibTorch shim's C++ source inside the package (vdna/csrc/torch): it is compiled on
+    first use against the torch that is imported (vdna/backends/build.py)."""
+
+    def run(self):
+        super().run()
+        dest_root = os.path.join(self.build_lib, "vdna", "csrc", "torch")
+        for rel in _rel("csrc/torch/*.h") + _rel("csrc/torch/*.cpp") + _rel("csrc/torch/examples/*"):
+            dest = os.path.join(dest_root, os.path.relpath(rel, os.path.join("csrc", "torch")))
+            self.mkpath(os.path.dirname(dest))
+            self.copy_file(os.path.join(HERE, rel), dest)
+
+
+setup(ext_modules=[ext], cmdclass={"build_py": build_py_with_shim})

@@ -155,6 +155,31 @@ class Accumulator:
         self.meta = merge_meta(self.meta, other.meta)
         return self
 
+    def device_specs(self) -> list:
+        """What a backend must accumulate on its device for this DNA: one
+        ``vdna.backends.LayerSpec`` per layer (imports torch-side code only when called)."""
+        from .backends.device_accum import LayerSpec
+
+        specs = []
+        for layer, c in self.neurons_list.items():
+            kw = {}
+            if self.kind == HISTOGRAM:
+                mins, maxs = self.activation_ranges[layer]
+                kw = {"hist_mins": mins, "hist_maxs": maxs, "bins": self.bins}
+            else:
+                kw = {{GAUSSIAN: "moments", LAYER_GAUSSIAN: "cov"}.get(self.kind, "ranges"): True}
+            specs.append(LayerSpec(layer, self.layouts[layer], c, **kw))
+        return specs
+
+    def merge_device_states(self, states: Mapping[str, object]) -> None:
+        """Merge per-layer states read back from a device (``DeviceAccumulators.states()``)."""
+        missing = [layer for layer in self.neurons_list if layer not in states]
+        if missing:
+            raise ValueError(f"device states lack layer(s) {missing}")
+        role = {HISTOGRAM: "hist", GAUSSIAN: "moments", LAYER_GAUSSIAN: "cov"}.get(self.kind, "ranges")
+        for layer, acc in self._accs.items():
+            states[layer].merge_into(**{role: acc})
+
     def reset(self) -> None:
         """Forget every image (settings, ranges and meta are kept)."""
         for acc in self._accs.values():

@@ -158,12 +158,21 @@ class VDNAProcessor:
         allow_download: Optional[bool] = None,
         amp_dtype=None,
         n_sample_images: int = 0,
+        *,
+        device_accumulation: Optional[bool] = None,
     ) -> "VDNAStream":
-        """A streaming DNA builder: feed batches of images with ``add``, get the DNA with ``result``."""
+        """A streaming DNA builder: feed batches of images with ``add``, get the DNA with ``result``.
+
+        ``device_accumulation``: reduce activations on the extractor's device and read the states back
+        once (default: on for accelerators, off for the CPU, where the C core accumulates directly).
+        """
         dev = resolve_device(device)
         extractor = self.get_extractor(feat_extractor_name, weights=weights, allow_download=allow_download)
         be = self.get_backend(extractor, dev, backend, amp_dtype)
-        return VDNAStream(extractor, be, distribution_name, dev, seed, batch_size, activation_ranges, n_sample_images)
+        if device_accumulation is None:
+            device_accumulation = not dev.startswith("cpu")
+        return VDNAStream(extractor, be, distribution_name, dev, seed, batch_size, activation_ranges, n_sample_images,
+                          device_accumulation=bool(device_accumulation))
 
 
 class VDNAStream:
@@ -176,7 +185,7 @@ class VDNAStream:
     """
 
     def __init__(self, extractor, backend, distribution_name, device, seed, batch_size, activation_ranges,
-                 n_sample_images=0):
+                 n_sample_images=0, device_accumulation=False):
         self.extractor = extractor
         self.backend = backend
         self.device = device
@@ -192,9 +201,11 @@ class VDNAStream:
             layouts=dict(info.layouts),
             feature_extractor_name=info.name,
         )
+        # On an accelerator the activations are reduced on the device and read back once at the
+        # end; on the CPU the C core accumulates them directly (multi-threaded, no copies).
         self._device_acc = None
-        if not str(device).startswith("cpu"):
-            self._device_acc = backend.device_accumulators(self.accumulator)
+        if device_accumulation:
+            self._device_acc = backend.device_accumulators(self.accumulator.device_specs())
         self.data_settings = DataSettings(source="stream", shuffle_files=False)
         self.extraction_settings = ExtractionSettings(device=str(device), batch_size=self.batch_size, seed=int(seed))
         self.meta = {
@@ -217,11 +228,10 @@ class VDNAStream:
         if self._n_samples > len(self._samples):
             take = self._n_samples - len(self._samples)
             self._samples.extend(batch[:take].detach().cpu().numpy().copy())
-        acts = self.backend.forward(batch)
         if self._device_acc is not None:
-            self._device_acc.update(acts)
+            self._device_acc.update(batch)
         else:
-            self.accumulator.update(acts)
+            self.accumulator.update(self.backend.forward(batch))
 
     def _run_source(self, src, num_workers, crop, resize_mode, seed, strict, verbose):
         from .sources import iter_batches
@@ -255,8 +265,9 @@ class VDNAStream:
     def result(self) -> VDNA:
         """The DNA of everything added so far."""
         if self._device_acc is not None:
-            self._device_acc.merge_into(self.accumulator)
-            self._device_acc.reset()
+            self.accumulator.merge_device_states(self._device_acc.states())
+            self._device_acc.close()
+            self._device_acc = self.backend.device_accumulators(self.accumulator.device_specs())
         self.accumulator.data_settings = self.data_settings
         self.accumulator.extraction_settings = self.extraction_settings
         self.accumulator.meta.update(self.meta)

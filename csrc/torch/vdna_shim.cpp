@@ -1,0 +1,532 @@
+// vdna_shim.cpp: LibTorch implementation of the C ABI in vdna_shim.h.
+//
+// Everything here is device-generic LibTorch: the same code runs on the CPU device (where the tests
+// run it) and on CUDA. The accumulation rules mirror vdna/backends/device_accum.py and the C core
+// (shared/DESIGN.md "Normative semantics"); a change to one must be made to all three.
+
+#include "vdna_shim.h"
+
+#include <torch/script.h>
+#include <torch/version.h>
+
+#include <ATen/ATen.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#define VDNA_SHIM_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+thread_local std::string g_last_error;
+
+// An error with a status code; anything else thrown maps to the caller's default code.
+struct ShimError : std::runtime_error {
+    int code;
+    ShimError(int c, const std::string &msg) : std::runtime_error(msg), code(c) {}
+};
+
+[[noreturn]] void fail(int code, const std::string &msg) { throw ShimError(code, msg); }
+
+// Run f, turning every C++ exception into a status code plus a message; nothing escapes the ABI.
+template <class F>
+int guarded(int default_code, const char *where, F &&f) {
+    try {
+        f();
+        return VDNA_SHIM_OK;
+    } catch (const ShimError &e) {
+        g_last_error = std::string(where) + ": " + e.what();
+        return e.code;
+    } catch (const c10::Error &e) {
+        g_last_error = std::string(where) + ": " + e.what_without_backtrace();
+        return default_code;
+    } catch (const std::bad_alloc &) {
+        g_last_error = std::string(where) + ": out of memory";
+        return VDNA_SHIM_ERR_NOMEM;
+    } catch (const std::exception &e) {
+        g_last_error = std::string(where) + ": " + e.what();
+        return default_code;
+    } catch (...) {
+        g_last_error = std::string(where) + ": unknown C++ exception";
+        return VDNA_SHIM_ERR_INTERNAL;
+    }
+}
+
+std::string shape_str(at::IntArrayRef s) {
+    std::string r = "(";
+    for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+    return r + (s.size() == 1 ? ",)" : ")");
+}
+
+at::ScalarType input_scalar_type(vdna_shim_dtype d) {
+    switch (d) {
+    case VDNA_SHIM_U8: return at::kByte;
+    case VDNA_SHIM_F32: return at::kFloat;
+    default: fail(VDNA_SHIM_ERR_ARG, "input dtype must be uint8 or float32 (got code " + std::to_string(int(d)) + ")");
+    }
+}
+
+}  // namespace
+
+struct vdna_shim_model {
+    torch::jit::Module module;
+    c10::Device device{c10::kCPU};
+    at::ScalarType precision = at::kFloat;
+    std::vector<std::string> names;
+    std::vector<at::Tensor> outputs;       // on the device
+    std::vector<at::Tensor> host_outputs;  // host views handed out, kept alive until the next run
+    int64_t batch_id = 0;                  // incremented by every successful run
+    int64_t batch_n = 0;
+    // GPU only: two pinned staging buffers, each with the event of the copy that last read it.
+    at::Tensor staging[2];
+    std::unique_ptr<c10::Event> staging_done[2];
+    int next_staging = 0;
+};
+
+namespace {
+
+c10::Stream current_stream(const c10::Device &d) {
+    return c10::impl::getDeviceGuardImpl(d.type())->getStream(d);
+}
+
+// Copy a host batch to the device through a pinned staging buffer, asynchronously on the current
+// stream. The only wait is for the copy that used the same buffer two batches ago.
+at::Tensor stage_to_device(vdna_shim_model &m, const void *data, at::ScalarType st, at::IntArrayRef shape) {
+    int64_t numel = 1;
+    for (auto s : shape) numel *= s;
+    const int64_t nbytes = numel * int64_t(c10::elementSize(st));
+    const int k = m.next_staging;
+    m.next_staging ^= 1;
+    if (m.staging_done[k]) m.staging_done[k]->synchronize();
+    if (!m.staging[k].defined() || m.staging[k].numel() < nbytes)
+        m.staging[k] = at::empty({nbytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+    std::memcpy(m.staging[k].data_ptr(), data, size_t(nbytes));
+    at::Tensor host = m.staging[k].narrow(0, 0, nbytes).view(st).view(shape);
+    at::Tensor dev = host.to(m.device, /*non_blocking=*/true);
+    if (!m.staging_done[k]) m.staging_done[k] = std::make_unique<c10::Event>(m.device.type());
+    m.staging_done[k]->record(current_stream(m.device));
+    return dev;
+}
+
+// ------------------------------------------------------------------ device accumulation
+// One layer's device state. All float state is float64 on the model's device.
+struct LayerAcc {
+    std::string layer;
+    vdna_shim_layout layout;
+    int64_t n_neurons;
+    unsigned stats;
+    int64_t bins = 0;
+    int64_t num_images = 0;
+    at::Tensor centre, half, offsets;  // histogram normalisation (C,), flat-index row offsets (C,)
+    at::Tensor counts;                 // (C*(B+1),) int64; column B of each row counts NaN
+    at::Tensor m_mean, m_m2;           // moments (C,)
+    at::Tensor c_shift, c_sum, c_sq;   // covariance: shift (C,), sum (C,), cross products (C,C)
+    at::Tensor r_min, r_max, r_nan;    // ranges (C,), NaN counts (C,) int64
+};
+
+}  // namespace
+
+struct vdna_shim_accum {
+    vdna_shim_model *model;
+    std::vector<LayerAcc> layers;
+    int64_t last_batch_id = 0;
+};
+
+namespace {
+
+// Per-element neuron broadcast shape and the dims reduced per image, for a 3-D view (N, *, *).
+struct Canon {
+    at::Tensor x;                     // float64, 3-D: channels (N, C, S); tokens (N, T, C)
+    std::vector<int64_t> bshape;      // shape broadcasting a (C,) vector over x
+    int64_t sample_dim;               // the dim holding a neuron's samples within one image
+};
+
+Canon canonical(const LayerAcc &L, const at::Tensor &t) {
+    const int64_t C = L.n_neurons;
+    Canon c;
+    if (L.layout == VDNA_SHIM_LAYOUT_CHANNELS) {
+        if (t.dim() < 2 || t.size(1) != C)
+            fail(VDNA_SHIM_ERR_ARG, "layer '" + L.layer + "': expected channels activations (N, " + std::to_string(C) +
+                                        ", ...), got " + shape_str(t.sizes()));
+        c.x = t.reshape({t.size(0), C, -1}).to(at::kDouble);
+        c.bshape = {1, C, 1};
+        c.sample_dim = 2;
+    } else {
+        if (t.dim() != 3 || t.size(2) != C)
+            fail(VDNA_SHIM_ERR_ARG, "layer '" + L.layer + "': expected tokens activations (N, T, " + std::to_string(C) +
+                                        "), got " + shape_str(t.sizes()));
+        c.x = t.to(at::kDouble);
+        c.bshape = {1, 1, C};
+        c.sample_dim = 1;
+    }
+    return c;
+}
+
+void accumulate_layer(LayerAcc &L, const at::Tensor &t) {
+    const Canon c = canonical(L, t);
+    const int64_t n = c.x.size(0);
+    const at::Tensor &x = c.x;
+    at::Tensor nan;
+    if (L.stats & (VDNA_SHIM_STAT_HIST | VDNA_SHIM_STAT_RANGES)) nan = at::isnan(x);
+
+    if (L.stats & VDNA_SHIM_STAT_HIST) {
+        // Same float64 operations, in the same order, as the C core: no reciprocal, no fused ops.
+        const double B = double(L.bins);
+        at::Tensor z = at::sub(x, L.centre.view(c.bshape));
+        z = at::div(z, L.half.view(c.bshape)).clamp(-1.0, 1.0);  // NaN stays NaN; +-Inf -> +-1
+        at::Tensor b = at::floor(at::mul(at::add(z, 1.0), B) * 0.5).clamp_max(B - 1.0);
+        b = b.masked_fill(nan, B);  // the NaN column
+        at::Tensor idx = (b.to(at::kLong) + L.offsets.view(c.bshape)).reshape({-1});
+        L.counts.index_add_(0, idx, at::ones({1}, idx.options()).expand({idx.size(0)}));
+    }
+    if (L.stats & (VDNA_SHIM_STAT_MOMENTS | VDNA_SHIM_STAT_COV)) {
+        const at::Tensor img = x.mean(c.sample_dim);  // (N, C) per-image means
+        if (L.stats & VDNA_SHIM_STAT_MOMENTS) {
+            const at::Tensor bm = img.mean(0);
+            const at::Tensor bm2 = (img - bm).square().sum(0);
+            if (L.num_images == 0) {
+                L.m_mean = bm;
+                L.m_m2 = bm2;
+            } else {
+                // Chan et al. merge of (na, mean, m2) with the batch (nb, bm, bm2).
+                const double na = double(L.num_images), nb = double(n), nt = na + nb;
+                const at::Tensor delta = bm - L.m_mean;
+                L.m_mean = L.m_mean + delta * (nb / nt);
+                L.m_m2 = L.m_m2 + bm2 + delta.square() * (na * nb / nt);
+            }
+        }
+        if (L.stats & VDNA_SHIM_STAT_COV) {
+            // Shifted accumulation: subtracting the first batch's mean keeps X^T X well conditioned
+            // when the mean is large compared with the spread.
+            if (L.num_images == 0) {
+                L.c_shift = img.mean(0);
+                L.c_sum = at::zeros_like(L.c_shift);
+                L.c_sq = at::zeros({L.n_neurons, L.n_neurons}, img.options());
+            }
+            const at::Tensor d = img - L.c_shift;
+            L.c_sum.add_(d.sum(0));
+            L.c_sq.addmm_(d.t(), d);
+        }
+    }
+    if (L.stats & VDNA_SHIM_STAT_RANGES) {
+        const double inf = std::numeric_limits<double>::infinity();
+        std::vector<int64_t> dims = {0, c.sample_dim};
+        const at::Tensor lo = x.masked_fill(nan, inf).amin(dims);
+        const at::Tensor hi = x.masked_fill(nan, -inf).amax(dims);
+        L.r_min = at::minimum(L.r_min, lo);
+        L.r_max = at::maximum(L.r_max, hi);
+        L.r_nan.add_(nan.sum(dims));
+    }
+    L.num_images += n;
+}
+
+LayerAcc &layer_at(vdna_shim_accum *acc, int64_t index, unsigned stat, const char *what) {
+    if (!acc) fail(VDNA_SHIM_ERR_ARG, "accumulator is NULL");
+    if (index < 0 || index >= int64_t(acc->layers.size()))
+        fail(VDNA_SHIM_ERR_ARG, "layer index " + std::to_string(index) + " out of range");
+    LayerAcc &L = acc->layers[size_t(index)];
+    if (!(L.stats & stat)) fail(VDNA_SHIM_ERR_STATE, "layer '" + L.layer + "' does not accumulate " + what);
+    return L;
+}
+
+void copy_out(const at::Tensor &t, void *dst) {
+    at::Tensor h = t.contiguous().to(at::kCPU);
+    std::memcpy(dst, h.data_ptr(), size_t(h.numel()) * h.element_size());
+}
+
+// ------------------------------------------------------------------ ABI functions
+const char *api_last_error() { return g_last_error.c_str(); }
+const char *api_torch_version() { return TORCH_VERSION; }
+
+int api_model_open(const char *path, const char *format, const char *device, vdna_shim_precision precision,
+                   vdna_shim_model **out) {
+    return guarded(VDNA_SHIM_ERR_LOAD, "model_open", [&] {
+        if (!out) fail(VDNA_SHIM_ERR_ARG, "out is NULL");
+        *out = nullptr;
+        if (!path) fail(VDNA_SHIM_ERR_ARG, "path is NULL");
+        const std::string fmt = format ? format : "torchscript";
+        if (fmt != "torchscript")
+            fail(VDNA_SHIM_ERR_ARG, "unsupported model format '" + fmt + "' (supported: torchscript)");
+        auto m = std::make_unique<vdna_shim_model>();
+        try {
+            m->device = c10::Device(std::string(device ? device : "cpu"));
+        } catch (const std::exception &) {
+            fail(VDNA_SHIM_ERR_DEVICE, std::string("invalid device '") + (device ? device : "") + "'");
+        }
+        if (!m->device.is_cpu()) {
+            const auto *impl = c10::impl::hasDeviceGuardImpl(m->device.type())
+                                   ? c10::impl::getDeviceGuardImpl(m->device.type())
+                                   : nullptr;
+            const int count = impl ? int(impl->deviceCount()) : 0;
+            const int index = m->device.has_index() ? m->device.index() : 0;
+            if (index >= count)
+                fail(VDNA_SHIM_ERR_DEVICE, "device '" + m->device.str() + "' is not available (" +
+                                               std::to_string(count) + " device(s) of that type)");
+            if (!m->device.has_index()) m->device = c10::Device(m->device.type(), 0);
+        }
+        switch (precision) {
+        case VDNA_SHIM_PRECISION_F32: m->precision = at::kFloat; break;
+        case VDNA_SHIM_PRECISION_F16: m->precision = at::kHalf; break;
+        case VDNA_SHIM_PRECISION_BF16: m->precision = at::kBFloat16; break;
+        default: fail(VDNA_SHIM_ERR_ARG, "invalid precision " + std::to_string(int(precision)));
+        }
+        {
+            std::FILE *f = std::fopen(path, "rb");
+            if (!f) fail(VDNA_SHIM_ERR_LOAD, std::string("cannot open model file '") + path + "': " + std::strerror(errno));
+            std::fclose(f);
+        }
+        try {
+            m->module = torch::jit::load(path, m->device);
+        } catch (const c10::Error &e) {
+            fail(VDNA_SHIM_ERR_LOAD, std::string("'") + path + "' is not a loadable TorchScript model: " +
+                                         e.what_without_backtrace());
+        }
+        m->module.eval();
+        if (m->precision != at::kFloat) m->module.to(m->precision);
+        *out = m.release();
+    });
+}
+
+void api_model_close(vdna_shim_model *m) { delete m; }
+
+int api_model_run(vdna_shim_model *m, const void *data, vdna_shim_dtype dtype, vdna_shim_memory memory, int64_t n,
+                  int64_t c, int64_t h, int64_t w) {
+    return guarded(VDNA_SHIM_ERR_RUN, "model_run", [&] {
+        if (!m) fail(VDNA_SHIM_ERR_ARG, "model is NULL");
+        if (!data) fail(VDNA_SHIM_ERR_ARG, "data is NULL");
+        if (n < 1 || c != 3 || h < 1 || w < 1)
+            fail(VDNA_SHIM_ERR_ARG, "expected a batch of shape (N>=1, 3, H>=1, W>=1), got (" + std::to_string(n) +
+                                        ", " + std::to_string(c) + ", " + std::to_string(h) + ", " +
+                                        std::to_string(w) + ")");
+        const at::ScalarType st = input_scalar_type(dtype);
+        const std::vector<int64_t> shape = {n, c, h, w};
+        c10::InferenceMode guard;
+        at::Tensor x;
+        if (memory == VDNA_SHIM_MEM_DEVICE || m->device.is_cpu()) {
+            // No copy: the caller's memory is read in place (the CPU forward is synchronous).
+            x = at::from_blob(const_cast<void *>(data), shape, at::TensorOptions().dtype(st).device(m->device));
+        } else if (memory == VDNA_SHIM_MEM_HOST) {
+            x = stage_to_device(*m, data, st, shape);
+        } else {
+            fail(VDNA_SHIM_ERR_ARG, "invalid memory kind " + std::to_string(int(memory)));
+        }
+        x = x.to(m->precision);
+        m->outputs.clear();
+        m->names.clear();
+        m->host_outputs.clear();
+        m->batch_n = 0;
+        c10::IValue out = m->module.forward({x});
+        if (!out.isGenericDict()) fail(VDNA_SHIM_ERR_RUN, "the model must return Dict[str, Tensor], got " + out.tagKind());
+        for (const auto &kv : out.toGenericDict()) {
+            if (!kv.key().isString() || !kv.value().isTensor())
+                fail(VDNA_SHIM_ERR_RUN, "the model must return Dict[str, Tensor]");
+            m->names.push_back(kv.key().toStringRef());
+            m->outputs.push_back(kv.value().toTensor());
+        }
+        m->host_outputs.resize(m->outputs.size());
+        m->batch_n = n;
+        m->batch_id += 1;
+    });
+}
+
+int api_model_num_outputs(const vdna_shim_model *m, int64_t *out) {
+    return guarded(VDNA_SHIM_ERR_ARG, "model_num_outputs", [&] {
+        if (!m || !out) fail(VDNA_SHIM_ERR_ARG, "NULL argument");
+        *out = int64_t(m->outputs.size());
+    });
+}
+
+int api_model_output(vdna_shim_model *m, int64_t index, vdna_shim_view *out) {
+    return guarded(VDNA_SHIM_ERR_INTERNAL, "model_output", [&] {
+        if (!m || !out) fail(VDNA_SHIM_ERR_ARG, "NULL argument");
+        if (m->batch_id == 0 || m->outputs.empty()) fail(VDNA_SHIM_ERR_STATE, "no batch has been run");
+        if (index < 0 || index >= int64_t(m->outputs.size()))
+            fail(VDNA_SHIM_ERR_ARG, "output index " + std::to_string(index) + " out of range");
+        at::Tensor &h = m->host_outputs[size_t(index)];
+        if (!h.defined()) {
+            at::Tensor t = m->outputs[size_t(index)];
+            if (t.dim() > VDNA_SHIM_MAX_RANK)
+                fail(VDNA_SHIM_ERR_ARG, "layer '" + m->names[size_t(index)] + "' has rank " + std::to_string(t.dim()));
+            const auto s = t.scalar_type();
+            if (s != at::kHalf && s != at::kFloat && s != at::kDouble) t = t.to(at::kFloat);
+            h = t.to(at::kCPU);  // a no-op on the CPU device: the view aliases the output
+        }
+        out->name = m->names[size_t(index)].c_str();
+        out->data = h.data_ptr();
+        out->dtype = h.scalar_type() == at::kHalf ? VDNA_SHIM_F16 : h.scalar_type() == at::kFloat ? VDNA_SHIM_F32 : VDNA_SHIM_F64;
+        out->ndim = int(h.dim());
+        for (int i = 0; i < out->ndim; ++i) {
+            out->shape[i] = h.size(i);
+            out->strides[i] = h.stride(i);
+        }
+    });
+}
+
+int api_accum_create(vdna_shim_model *m, const vdna_shim_layer_spec *specs, int64_t n_specs, vdna_shim_accum **out) {
+    return guarded(VDNA_SHIM_ERR_ARG, "accum_create", [&] {
+        if (!m || !out || (!specs && n_specs > 0)) fail(VDNA_SHIM_ERR_ARG, "NULL argument");
+        *out = nullptr;
+        auto acc = std::make_unique<vdna_shim_accum>();
+        acc->model = m;
+        acc->last_batch_id = m->batch_id;
+        const auto f64 = at::TensorOptions().dtype(at::kDouble).device(m->device);
+        const auto i64 = at::TensorOptions().dtype(at::kLong).device(m->device);
+        const double inf = std::numeric_limits<double>::infinity();
+        for (int64_t i = 0; i < n_specs; ++i) {
+            const vdna_shim_layer_spec &s = specs[i];
+            LayerAcc L;
+            L.layer = s.layer ? s.layer : "";
+            if (L.layer.empty()) fail(VDNA_SHIM_ERR_ARG, "spec " + std::to_string(i) + " has no layer name");
+            if (s.layout != VDNA_SHIM_LAYOUT_CHANNELS && s.layout != VDNA_SHIM_LAYOUT_TOKENS)
+                fail(VDNA_SHIM_ERR_ARG, "layer '" + L.layer + "': invalid layout");
+            if (s.n_neurons < 1) fail(VDNA_SHIM_ERR_ARG, "layer '" + L.layer + "': n_neurons must be >= 1");
+            L.layout = s.layout;
+            L.n_neurons = s.n_neurons;
+            L.stats = s.stats;
+            const int64_t C = s.n_neurons;
+            if (s.stats & VDNA_SHIM_STAT_HIST) {
+                if (s.bins < 1) fail(VDNA_SHIM_ERR_ARG, "layer '" + L.layer + "': bins must be >= 1");
+                if (!s.mins || !s.maxs) fail(VDNA_SHIM_ERR_ARG, "layer '" + L.layer + "': histogram ranges are NULL");
+                for (int64_t j = 0; j < C; ++j)
+                    if (!std::isfinite(s.mins[j]) || !std::isfinite(s.maxs[j]) || s.mins[j] > s.maxs[j])
+                        fail(VDNA_SHIM_ERR_ARG, "layer '" + L.layer + "': invalid activation range at neuron " +
+                                                    std::to_string(j));
+                // Normalisation constants computed on the host in float64, exactly as the core does.
+                std::vector<double> centre(static_cast<size_t>(C)), half(static_cast<size_t>(C));
+                for (int64_t j = 0; j < C; ++j) {
+                    const double lo = 1.2 * s.mins[j], hi = 1.2 * s.maxs[j];
+                    centre[size_t(j)] = (lo + hi) / 2.0;
+                    half[size_t(j)] = (hi - lo) / 2.0 + 1e-8;
+                }
+                L.bins = s.bins;
+                L.centre = at::tensor(centre, at::kDouble).to(m->device);
+                L.half = at::tensor(half, at::kDouble).to(m->device);
+                L.offsets = at::arange(C, i64) * (s.bins + 1);
+                L.counts = at::zeros({C * (s.bins + 1)}, i64);
+            }
+            if (s.stats & VDNA_SHIM_STAT_RANGES) {
+                L.r_min = at::full({C}, inf, f64);
+                L.r_max = at::full({C}, -inf, f64);
+                L.r_nan = at::zeros({C}, i64);
+            }
+            acc->layers.push_back(std::move(L));
+        }
+        *out = acc.release();
+    });
+}
+
+void api_accum_free(vdna_shim_accum *acc) { delete acc; }
+
+int api_accum_update(vdna_shim_accum *acc) {
+    return guarded(VDNA_SHIM_ERR_RUN, "accum_update", [&] {
+        if (!acc) fail(VDNA_SHIM_ERR_ARG, "accumulator is NULL");
+        vdna_shim_model *m = acc->model;
+        if (m->batch_id == 0 || m->outputs.empty()) fail(VDNA_SHIM_ERR_STATE, "no batch has been run");
+        if (m->batch_id == acc->last_batch_id)
+            fail(VDNA_SHIM_ERR_STATE, "this batch has already been accumulated (or predates the accumulator)");
+        c10::InferenceMode guard;
+        // Resolve every layer first so that a missing layer leaves the state untouched.
+        std::vector<const at::Tensor *> inputs;
+        for (const LayerAcc &L : acc->layers) {
+            const at::Tensor *t = nullptr;
+            for (size_t i = 0; i < m->names.size(); ++i)
+                if (m->names[i] == L.layer) t = &m->outputs[i];
+            if (!t) fail(VDNA_SHIM_ERR_ARG, "the model has no output layer '" + L.layer + "'");
+            inputs.push_back(t);
+        }
+        for (size_t i = 0; i < acc->layers.size(); ++i) accumulate_layer(acc->layers[i], *inputs[i]);
+        acc->last_batch_id = m->batch_id;
+    });
+}
+
+int api_accum_read_hist(vdna_shim_accum *acc, int64_t index, int64_t *counts, int64_t *nan_counts,
+                        int64_t *num_images) {
+    return guarded(VDNA_SHIM_ERR_INTERNAL, "accum_read_hist", [&] {
+        LayerAcc &L = layer_at(acc, index, VDNA_SHIM_STAT_HIST, "histograms");
+        if (!counts || !nan_counts || !num_images) fail(VDNA_SHIM_ERR_ARG, "NULL output buffer");
+        const at::Tensor all = L.counts.view({L.n_neurons, L.bins + 1});
+        copy_out(all.narrow(1, 0, L.bins), counts);
+        copy_out(all.select(1, L.bins), nan_counts);
+        *num_images = L.num_images;
+    });
+}
+
+int api_accum_read_moments(vdna_shim_accum *acc, int64_t index, int64_t *count, double *mean, double *m2) {
+    return guarded(VDNA_SHIM_ERR_INTERNAL, "accum_read_moments", [&] {
+        LayerAcc &L = layer_at(acc, index, VDNA_SHIM_STAT_MOMENTS, "moments");
+        if (!count || !mean || !m2) fail(VDNA_SHIM_ERR_ARG, "NULL output buffer");
+        *count = L.num_images;
+        if (L.num_images == 0) {
+            std::memset(mean, 0, sizeof(double) * size_t(L.n_neurons));
+            std::memset(m2, 0, sizeof(double) * size_t(L.n_neurons));
+            return;
+        }
+        copy_out(L.m_mean, mean);
+        copy_out(L.m_m2, m2);
+    });
+}
+
+int api_accum_read_cov(vdna_shim_accum *acc, int64_t index, int64_t *count, double *mean, double *m2) {
+    return guarded(VDNA_SHIM_ERR_INTERNAL, "accum_read_cov", [&] {
+        LayerAcc &L = layer_at(acc, index, VDNA_SHIM_STAT_COV, "covariance");
+        if (!count || !mean || !m2) fail(VDNA_SHIM_ERR_ARG, "NULL output buffer");
+        *count = L.num_images;
+        const size_t C = size_t(L.n_neurons);
+        if (L.num_images == 0) {
+            std::memset(mean, 0, sizeof(double) * C);
+            std::memset(m2, 0, sizeof(double) * C * C);
+            return;
+        }
+        const double n = double(L.num_images);
+        c10::InferenceMode guard;
+        copy_out(L.c_shift + L.c_sum / n, mean);
+        copy_out(L.c_sq - at::outer(L.c_sum, L.c_sum) / n, m2);
+    });
+}
+
+int api_accum_read_ranges(vdna_shim_accum *acc, int64_t index, int64_t *num_images, double *mins, double *maxs,
+                          int64_t *nan_counts) {
+    return guarded(VDNA_SHIM_ERR_INTERNAL, "accum_read_ranges", [&] {
+        LayerAcc &L = layer_at(acc, index, VDNA_SHIM_STAT_RANGES, "ranges");
+        if (!num_images || !mins || !maxs || !nan_counts) fail(VDNA_SHIM_ERR_ARG, "NULL output buffer");
+        *num_images = L.num_images;
+        copy_out(L.r_min, mins);
+        copy_out(L.r_max, maxs);
+        copy_out(L.r_nan, nan_counts);
+    });
+}
+
+const vdna_shim_api g_api = {
+    VDNA_SHIM_ABI_VERSION,
+    sizeof(vdna_shim_api),
+    api_last_error,
+    api_torch_version,
+    api_model_open,
+    api_model_close,
+    api_model_run,
+    api_model_num_outputs,
+    api_model_output,
+    api_accum_create,
+    api_accum_free,
+    api_accum_update,
+    api_accum_read_hist,
+    api_accum_read_moments,
+    api_accum_read_cov,
+    api_accum_read_ranges,
+};
+
+}  // namespace
+
+VDNA_SHIM_EXPORT const vdna_shim_api *vdna_shim_get_api(uint32_t abi_version) {
+    return abi_version == VDNA_SHIM_ABI_VERSION ? &g_api : nullptr;
+}

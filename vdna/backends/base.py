@@ -1,0 +1,91 @@
+"""The interface every extractor backend implements (eager PyTorch, LibTorch shim)."""
+from typing import Dict, Iterable
+
+__all__ = ["Backend", "DeviceAccumulators", "normalise_amp_dtype", "check_batch"]
+
+
+class DeviceAccumulators:
+    """Accumulation of a run's activations on the backend's device (see device_accum.py).
+
+    ``update(batch)`` runs the extractor on one batch and adds its activations to the device
+    states without synchronising with the host; ``states()`` reads everything back once
+    (layer -> LayerState, mergeable into the core's accumulators); ``close()`` frees the states.
+    """
+
+    def update(self, batch) -> None:
+        raise NotImplementedError
+
+    def states(self) -> Dict[str, "object"]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Backend:
+    """Runs an extractor on a device.
+
+    ``forward(batch)``: batch is a float32 (or uint8) tensor (N, 3, H, W) of pixel values 0..255 on
+    the host (pinned or not), or already on the backend's device. Returns layer -> activations on
+    the host, in a form the C core takes without copying (NumPy views or CPU tensors), valid until
+    the next ``forward`` call.
+    """
+
+    name: str = "?"
+
+    def forward(self, batch) -> Dict[str, object]:
+        raise NotImplementedError
+
+    def device_accumulators(self, specs: Iterable["object"]) -> DeviceAccumulators:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def normalise_amp_dtype(amp_dtype):
+    """None (full float32 forward, the default), torch.float16 or torch.bfloat16.
+
+    Also accepts the names "fp16", "float16", "half", "bf16", "bfloat16".
+    """
+    import torch
+
+    if amp_dtype is None:
+        return None
+    names = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if isinstance(amp_dtype, str):
+        if amp_dtype.lower() not in names:
+            raise ValueError(f"amp_dtype must be one of {sorted(names)} or None, got {amp_dtype!r}")
+        return names[amp_dtype.lower()]
+    if amp_dtype in (torch.float16, torch.bfloat16):
+        return amp_dtype
+    raise ValueError(f"amp_dtype must be torch.float16, torch.bfloat16 or None, got {amp_dtype!r}")
+
+
+def check_batch(batch):
+    """Return ``batch`` as a torch tensor (N, 3, H, W) of dtype uint8 or float32, or raise."""
+    import numpy as np
+    import torch
+
+    if isinstance(batch, np.ndarray):
+        batch = torch.from_numpy(batch)
+    if not isinstance(batch, torch.Tensor):
+        raise TypeError(f"batch must be a torch tensor or NumPy array, got {type(batch).__name__}")
+    if batch.dim() != 4 or batch.shape[1] != 3 or batch.shape[0] < 1:
+        raise ValueError(f"batch must have shape (N>=1, 3, H, W), got {tuple(batch.shape)}")
+    if batch.dtype not in (torch.uint8, torch.float32):
+        raise TypeError(f"batch dtype must be uint8 or float32 (pixel values 0..255), got {batch.dtype}")
+    return batch

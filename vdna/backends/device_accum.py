@@ -1,0 +1,266 @@
+"""Accumulation on the extractor's device, with exactly the C core's rules.
+
+A CUDA run reduces each batch's activations where they are (histogram counts, Gaussian moments,
+layer covariance, min/max) and reads the states back once at the end, in the formats the core's
+Python accumulators take, so they merge with host-side accumulations (other shards, resumed runs).
+The same code runs on the CPU device, where the tests compare it with the core.
+
+The rules (shared/DESIGN.md "Normative semantics"), identical in csrc/torch/vdna_shim.cpp:
+
+- histogram: lo=1.2*min, hi=1.2*max, centre=(lo+hi)/2, half=(hi-lo)/2+1e-8 (host, float64);
+  z=(x-centre)/half in float64 (a real division, never a reciprocal), clamped to [-1, 1];
+  bin=min(B-1, floor((z+1)*B/2)); NaN goes to an extra column (counted, never binned); +-Inf
+  clamp to the end bins. One flat index ``neuron*(B+1)+bin`` and one ``index_add_`` per layer
+  (``bincount`` would synchronise with the host to size its output);
+- moments: per-image means over the samples in float64, then the batch's mean / M2 merged into
+  the running (count, mean, M2) with Chan et al.'s formula;
+- covariance: the same per-image means, shifted by the first batch's mean; running sum and X^T X
+  (matmul) in float64; mean = shift + sum/n, M2 = X^T X - sum sum^T / n at read-out;
+- ranges: per-neuron min/max over all values with NaN ignored (and counted), Inf kept.
+
+Image counts are host integers (batch sizes are known on the host), so nothing here waits for the
+device until ``states()``.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["LayerSpec", "LayerState", "TorchDeviceAccumulators", "normalisation_constants", "check_layer_shape"]
+
+LAYOUTS = ("channels", "tokens")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What to accumulate on the device for one layer.
+
+    ``hist_mins``/``hist_maxs`` (length ``n_neurons``, the calibrated activation ranges) and
+    ``bins`` switch histograms on; ``moments``, ``cov`` and ``ranges`` switch the others on.
+    """
+
+    layer: str
+    layout: str
+    n_neurons: int
+    hist_mins: Optional[np.ndarray] = None
+    hist_maxs: Optional[np.ndarray] = None
+    bins: int = 0
+    moments: bool = False
+    cov: bool = False
+    ranges: bool = False
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layer {self.layer!r}: layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if int(self.n_neurons) < 1:
+            raise ValueError(f"layer {self.layer!r}: n_neurons must be >= 1, got {self.n_neurons}")
+        if (self.hist_mins is None) != (self.hist_maxs is None):
+            raise ValueError(f"layer {self.layer!r}: give both hist_mins and hist_maxs, or neither")
+        if self.hist_mins is not None:
+            mins = np.ascontiguousarray(self.hist_mins, dtype=np.float64)
+            maxs = np.ascontiguousarray(self.hist_maxs, dtype=np.float64)
+            for name, a in (("hist_mins", mins), ("hist_maxs", maxs)):
+                if a.shape != (self.n_neurons,):
+                    raise ValueError(f"layer {self.layer!r}: {name} must have shape ({self.n_neurons},), got {a.shape}")
+            bad = ~(np.isfinite(mins) & np.isfinite(maxs) & (mins <= maxs))
+            if bad.any():
+                raise ValueError(f"layer {self.layer!r}: invalid activation range at neuron {int(np.argmax(bad))} "
+                                 "(ranges must be finite with min <= max)")
+            if int(self.bins) < 1:
+                raise ValueError(f"layer {self.layer!r}: bins must be >= 1, got {self.bins}")
+            object.__setattr__(self, "hist_mins", mins)
+            object.__setattr__(self, "hist_maxs", maxs)
+
+    @property
+    def hist(self) -> bool:
+        return self.hist_mins is not None
+
+
+@dataclass
+class LayerState:
+    """A layer's accumulated state read back from the device, in the core's formats."""
+
+    layer: str
+    layout: str
+    num_images: int
+    hist_counts: Optional[np.ndarray] = None  # (C, B) int64
+    hist_nan_counts: Optional[np.ndarray] = None  # (C,) int64
+    moments: Optional[Tuple[int, np.ndarray, np.ndarray]] = None  # (count, mean (C,), m2 (C,))
+    cov: Optional[Tuple[int, np.ndarray, np.ndarray]] = None  # (count, mean (C,), m2 (C, C))
+    ranges: Optional[Tuple[int, np.ndarray, np.ndarray]] = None  # (num_images, mins, maxs)
+    range_nan_counts: Optional[np.ndarray] = None  # (C,) int64
+    extra: Dict[str, object] = field(default_factory=dict)
+
+    def merge_into(self, hist=None, moments=None, cov=None, ranges=None) -> None:
+        """Merge this state into the core's accumulators (``vdna._core`` HistAccumulator, ...).
+
+        Each accumulator given must match the layer (neurons, bins, ranges, layout); the core
+        raises ValueError otherwise. States of zero images are skipped.
+        """
+        if hist is not None:
+            _require(self.hist_counts, "histograms", self.layer)
+            hist.add_counts(self.hist_counts, self.hist_nan_counts, self.num_images)
+        for acc, state, what in ((moments, self.moments, "moments"), (cov, self.cov, "covariance")):
+            if acc is None:
+                continue
+            _require(state, what, self.layer)
+            if state[0] > 0:
+                tmp = type(acc)(acc.n_neurons, layout=acc.layout)
+                tmp.set_state(*state)
+                acc.merge(tmp)
+        if ranges is not None:
+            _require(self.ranges, "ranges", self.layer)
+            if self.ranges[0] > 0:
+                tmp = type(ranges)(ranges.n_neurons, layout=ranges.layout)
+                tmp.set_state(*self.ranges)
+                ranges.merge(tmp)
+
+
+def _require(value, what, layer):
+    if value is None:
+        raise ValueError(f"layer {layer!r}: {what} were not accumulated on the device")
+
+
+def normalisation_constants(mins: np.ndarray, maxs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(centre, half) of the histogram normalisation, in float64, in the core's operation order."""
+    lo = 1.2 * np.asarray(mins, dtype=np.float64)
+    hi = 1.2 * np.asarray(maxs, dtype=np.float64)
+    return (lo + hi) / 2.0, (hi - lo) / 2.0 + 1e-8
+
+
+def check_layer_shape(spec: LayerSpec, shape) -> None:
+    """Raise ValueError when activations of ``shape`` do not fit the spec's layout and neurons."""
+    c = spec.n_neurons
+    if spec.layout == "channels":
+        ok = len(shape) >= 2 and shape[1] == c
+        expected = f"(N, {c}, ...)"
+    else:
+        ok = len(shape) == 3 and shape[2] == c
+        expected = f"(N, T, {c})"
+    if not ok:
+        raise ValueError(f"layer {spec.layer!r}: expected {spec.layout} activations {expected}, got {tuple(shape)}")
+
+
+class _TorchLayer:
+    def __init__(self, spec: LayerSpec, device):
+        import torch
+
+        self.spec = spec
+        self.num_images = 0
+        c = spec.n_neurons
+        f64 = dict(dtype=torch.float64, device=device)
+        if spec.hist:
+            centre, half = normalisation_constants(spec.hist_mins, spec.hist_maxs)
+            self.centre = torch.as_tensor(centre).to(**f64)
+            self.half = torch.as_tensor(half).to(**f64)
+            self.offsets = torch.arange(c, dtype=torch.int64, device=device) * (spec.bins + 1)
+            self.counts = torch.zeros(c * (spec.bins + 1), dtype=torch.int64, device=device)
+        if spec.ranges:
+            self.r_min = torch.full((c,), float("inf"), **f64)
+            self.r_max = torch.full((c,), float("-inf"), **f64)
+            self.r_nan = torch.zeros(c, dtype=torch.int64, device=device)
+
+    def accumulate(self, t) -> None:
+        import torch
+
+        spec = self.spec
+        check_layer_shape(spec, tuple(t.shape))
+        c = spec.n_neurons
+        if spec.layout == "channels":
+            x = t.reshape(t.shape[0], c, -1).to(torch.float64)
+            bshape, sample_dim = (1, c, 1), 2
+        else:
+            x = t.to(torch.float64)
+            bshape, sample_dim = (1, 1, c), 1
+        n = x.shape[0]
+        nan = torch.isnan(x) if (spec.hist or spec.ranges) else None
+        if spec.hist:
+            B = float(spec.bins)
+            z = torch.div(torch.sub(x, self.centre.view(bshape)), self.half.view(bshape)).clamp(-1.0, 1.0)
+            b = torch.floor(torch.mul(torch.add(z, 1.0), B) * 0.5).clamp_max(B - 1.0)
+            b = b.masked_fill(nan, B)
+            idx = (b.to(torch.int64) + self.offsets.view(bshape)).reshape(-1)
+            self.counts.index_add_(0, idx, torch.ones(1, dtype=torch.int64, device=idx.device).expand(idx.shape[0]))
+        if spec.moments or spec.cov:
+            img = x.mean(sample_dim)
+            if spec.moments:
+                bm = img.mean(0)
+                bm2 = (img - bm).square().sum(0)
+                if self.num_images == 0:
+                    self.m_mean, self.m_m2 = bm, bm2
+                else:
+                    na, nb = float(self.num_images), float(n)
+                    nt = na + nb
+                    delta = bm - self.m_mean
+                    self.m_mean = self.m_mean + delta * (nb / nt)
+                    self.m_m2 = self.m_m2 + bm2 + delta.square() * (na * nb / nt)
+            if spec.cov:
+                if self.num_images == 0:
+                    self.c_shift = img.mean(0)
+                    self.c_sum = torch.zeros_like(self.c_shift)
+                    self.c_sq = torch.zeros((c, c), dtype=torch.float64, device=img.device)
+                d = img - self.c_shift
+                self.c_sum.add_(d.sum(0))
+                self.c_sq.addmm_(d.t(), d)
+        if spec.ranges:
+            dims = (0, sample_dim)
+            self.r_min = torch.minimum(self.r_min, x.masked_fill(nan, float("inf")).amin(dims))
+            self.r_max = torch.maximum(self.r_max, x.masked_fill(nan, float("-inf")).amax(dims))
+            self.r_nan.add_(nan.sum(dims))
+        self.num_images += n
+
+    def state(self) -> LayerState:
+        import torch
+
+        spec, c, n = self.spec, self.spec.n_neurons, self.num_images
+        host = lambda t: t.detach().cpu().numpy().copy()  # noqa: E731
+        st = LayerState(layer=spec.layer, layout=spec.layout, num_images=n)
+        if spec.hist:
+            all_counts = host(self.counts.view(c, spec.bins + 1))
+            st.hist_counts = np.ascontiguousarray(all_counts[:, : spec.bins])
+            st.hist_nan_counts = np.ascontiguousarray(all_counts[:, spec.bins])
+        zeros = np.zeros(c)
+        if spec.moments:
+            st.moments = (n, host(self.m_mean), host(self.m_m2)) if n else (0, zeros, zeros.copy())
+        if spec.cov:
+            if n:
+                mean = self.c_shift + self.c_sum / float(n)
+                m2 = self.c_sq - torch.outer(self.c_sum, self.c_sum) / float(n)
+                st.cov = (n, host(mean), host(m2))
+            else:
+                st.cov = (0, zeros, np.zeros((c, c)))
+        if spec.ranges:
+            st.ranges = (n, host(self.r_min), host(self.r_max))
+            st.range_nan_counts = host(self.r_nan)
+        return st
+
+
+class TorchDeviceAccumulators:
+    """Device accumulation with torch ops (the eager backend's; the shim has the same in C++)."""
+
+    def __init__(self, specs: Iterable[LayerSpec], device):
+        self.specs = list(specs)
+        names = [s.layer for s in self.specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"layer specs name a layer twice: {names}")
+        self._layers = [_TorchLayer(s, device) for s in self.specs]
+
+    def accumulate(self, outputs: Dict[str, object]) -> None:
+        """Add one batch of activations (layer -> tensor on the device) to every layer's state."""
+        import torch
+
+        with torch.inference_mode():
+            missing = [s.layer for s in self.specs if s.layer not in outputs]
+            if missing:
+                raise ValueError(f"the extractor produced no layer {missing[0]!r} (it has {sorted(outputs)})")
+            for layer in self._layers:
+                check_layer_shape(layer.spec, tuple(outputs[layer.spec.layer].shape))
+            for layer in self._layers:
+                layer.accumulate(outputs[layer.spec.layer])
+
+    def states(self) -> Dict[str, LayerState]:
+        """Read every layer's state back to the host (synchronises once)."""
+        import torch
+
+        with torch.inference_mode():
+            return {layer.spec.layer: layer.state() for layer in self._layers}

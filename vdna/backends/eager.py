@@ -1,0 +1,64 @@
+"""The eager PyTorch backend: runs the extractor's Python module directly.
+
+The fallback when the LibTorch shim cannot be built, and the reference the shim is tested against.
+"""
+import contextlib
+from typing import Dict, Iterable
+
+from .base import Backend, DeviceAccumulators, check_batch, normalise_amp_dtype
+from .device_accum import LayerSpec, TorchDeviceAccumulators
+
+__all__ = ["EagerBackend"]
+
+
+class EagerBackend(Backend):
+    """Runs ``extractor`` (a torch.nn.Module returning layer -> tensor) on ``device``."""
+
+    name = "eager"
+
+    def __init__(self, extractor, device="cpu", amp_dtype=None):
+        import torch
+
+        self.device = torch.device(device)
+        self.amp_dtype = normalise_amp_dtype(amp_dtype)
+        self.extractor = extractor.to(self.device).eval()
+
+    def run_on_device(self, batch) -> Dict[str, object]:
+        """Layer -> activations as tensors on the device (no host synchronisation on a GPU)."""
+        import torch
+
+        x = check_batch(batch)
+        x = x.to(self.device, non_blocking=x.device.type == "cpu" and x.is_pinned()).to(torch.float32)
+        amp = (torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+               if self.amp_dtype is not None else contextlib.nullcontext())
+        with torch.inference_mode(), amp:
+            out = self.extractor(x)
+        if not isinstance(out, dict):
+            raise TypeError(f"the extractor must return a dict layer -> tensor, got {type(out).__name__}")
+        return out
+
+    def forward(self, batch) -> Dict[str, object]:
+        """Layer -> CPU tensors (float16/32/64; bfloat16 is widened to float32 for the core)."""
+        import torch
+
+        out = {}
+        for layer, t in self.run_on_device(batch).items():
+            if t.dtype not in (torch.float16, torch.float32, torch.float64):
+                t = t.to(torch.float32)
+            out[layer] = t.detach().cpu()
+        return out
+
+    def device_accumulators(self, specs: Iterable[LayerSpec]) -> DeviceAccumulators:
+        return _EagerDeviceAccumulators(self, specs)
+
+
+class _EagerDeviceAccumulators(DeviceAccumulators):
+    def __init__(self, backend: EagerBackend, specs):
+        self._backend = backend
+        self._acc = TorchDeviceAccumulators(specs, backend.device)
+
+    def update(self, batch) -> None:
+        self._acc.accumulate(self._backend.run_on_device(batch))
+
+    def states(self):
+        return self._acc.states()
