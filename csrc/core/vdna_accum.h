@@ -1,4 +1,153 @@
-/* vdna_accum.h: part of the public API; include vdna_core.h, not this file. (being written) */
+/* vdna_accum.h: accumulators of a layer's activations. Part of the public API; include vdna_core.h.
+ *
+ * Four streaming accumulators, one per kind of Visual DNA (DESIGN.md "Normative semantics"):
+ *   vdna_hist     per-neuron histograms of normalised activations ("histogram")
+ *   vdna_moments  per-neuron mean/variance over per-image means ("gaussian")
+ *   vdna_cov      per-layer mean vector/covariance over per-image means ("layer-gaussian")
+ *   vdna_ranges   per-neuron min/max over every value ("activation-ranges")
+ * Life cycle: create -> update (any number of batches) -> merge / read out -> reset or free.
+ * update() takes a batch of activations, a vdna_array with layout CHANNELS (N, C, *spatial) or
+ * TOKENS (N, T, C); dtype f16/f32/f64; any strides. N == 0 is a no-op. Every update also counts,
+ * per neuron, the NaN values it saw ("nan counts").
+ * Merging two accumulators of disjoint image sets equals accumulating their union: exactly for
+ * counts and min/max, to rounding for moments and covariance. Results never depend on the number
+ * of threads (vdna_set_num_threads). Read-outs write into caller-provided buffers. */
 #ifndef VDNA_ACCUM_H
 #define VDNA_ACCUM_H
-#endif
+
+/* ================================================================ histograms */
+typedef struct vdna_hist_s vdna_hist;
+
+/* Create a histogram accumulator of `bins` equal bins for `n_neurons` neurons, binning with the
+ * calibrated activation ranges mins[i] <= maxs[i] (copied). Normalisation: lo = 1.2 min,
+ * hi = 1.2 max, centre = (lo+hi)/2, half = (hi-lo)/2 + 1e-8, z = (x-centre)/half clamped to [-1,1],
+ * bin = min(B-1, floor((z+1) B/2)), in float64. Returns VDNA_ERR_RANGE naming the first neuron whose
+ * range is not finite or has min > max; on any failure *out is NULL. */
+vdna_status vdna_hist_create(vdna_hist **out, int64_t n_neurons, int64_t bins, const double *mins,
+                             const double *maxs, vdna_layout layout);
+
+/* Release the accumulator (NULL is a no-op). */
+void vdna_hist_free(vdna_hist *h);
+
+/* Add every value of the batch `x` to its neuron's histogram. Values on an interior bin edge go
+ * to the upper bin; +-Inf go to the end bins; NaN is counted, never binned. Returns
+ * VDNA_ERR_SHAPE / VDNA_ERR_DTYPE when x does not fit (the state is then unchanged). */
+vdna_status vdna_hist_update(vdna_hist *h, const vdna_array *x);
+
+/* Add `other`'s counts into `h`. Both must have the same neurons, bins, ranges and layout
+ * (else VDNA_ERR_MISMATCH); `other` is unchanged and may be `h` itself (doubles the counts). */
+vdna_status vdna_hist_merge(vdna_hist *h, const vdna_hist *other);
+
+/* Add a saved state: counts (n_neurons x bins, row-major), nan_counts (n_neurons; NULL = zeros)
+ * and a number of images. Negative values or an int64 overflow give VDNA_ERR_ARG and change
+ * nothing. */
+vdna_status vdna_hist_add_counts(vdna_hist *h, const int64_t *counts, const int64_t *nan_counts,
+                                 int64_t num_images);
+
+/* Forget every image (the ranges and bins stay). */
+void vdna_hist_reset(vdna_hist *h);
+
+/* Copy the counts (n_neurons x bins, row-major) / the NaN counts (n_neurons) / the ranges given
+ * at creation (unscaled mins and maxs, n_neurons each). */
+void vdna_hist_counts(const vdna_hist *h, int64_t *counts);
+void vdna_hist_nan_counts(const vdna_hist *h, int64_t *nan_counts);
+void vdna_hist_ranges(const vdna_hist *h, double *mins, double *maxs);
+
+int64_t vdna_hist_num_images(const vdna_hist *h);
+int64_t vdna_hist_n_neurons(const vdna_hist *h);
+int64_t vdna_hist_bins(const vdna_hist *h);
+vdna_layout vdna_hist_layout(const vdna_hist *h);
+
+/* ================================================================ per-neuron moments */
+typedef struct vdna_moments_s vdna_moments;
+
+/* Create a per-neuron Gaussian accumulator. Each image is first averaged over its samples
+ * (float64 sum in sample order, divided by the sample count); over images the state is
+ * (count, mean, M2), merged with Chan's formulas in float64. */
+vdna_status vdna_moments_create(vdna_moments **out, int64_t n_neurons, vdna_layout layout);
+void vdna_moments_free(vdna_moments *m);
+
+/* Add the batch's images. NaN values propagate into their neuron's statistics (IEEE) and are
+ * counted. */
+vdna_status vdna_moments_update(vdna_moments *m, const vdna_array *x);
+
+/* Combine `other` into `m` (same neurons and layout, else VDNA_ERR_MISMATCH). */
+vdna_status vdna_moments_merge(vdna_moments *m, const vdna_moments *other);
+void vdna_moments_reset(vdna_moments *m);
+
+/* Mean (n_neurons) and unbiased variance (n_neurons; 0 for one image). VDNA_ERR_EMPTY without
+ * images. */
+vdna_status vdna_moments_mean(const vdna_moments *m, double *mean);
+vdna_status vdna_moments_var(const vdna_moments *m, double *var);
+
+/* Read / replace the state (count, mean, M2 = sum of squared deviations). set_state checks
+ * count >= 0 and M2 >= 0 (NaN allowed: it may have propagated), clears the NaN counts, and with
+ * count == 0 just resets. */
+void vdna_moments_state(const vdna_moments *m, int64_t *count, double *mean, double *m2);
+vdna_status vdna_moments_set_state(vdna_moments *m, int64_t count, const double *mean, const double *m2);
+
+void vdna_moments_nan_counts(const vdna_moments *m, int64_t *nan_counts);
+int64_t vdna_moments_num_images(const vdna_moments *m);
+int64_t vdna_moments_n_neurons(const vdna_moments *m);
+vdna_layout vdna_moments_layout(const vdna_moments *m);
+
+/* ================================================================ layer covariance */
+typedef struct vdna_cov_s vdna_cov;
+
+/* Create a layer Gaussian accumulator (mean vector and covariance of the per-image mean vectors).
+ * The state is shifted sums about the first image's mean vector (BLAS dsyrk), stable when
+ * |mean| >> spread; it holds an n_neurons^2 float64 matrix. */
+vdna_status vdna_cov_create(vdna_cov **out, int64_t n_neurons, vdna_layout layout);
+void vdna_cov_free(vdna_cov *c);
+
+/* Add the batch's images. NaN propagates (IEEE) and is counted. */
+vdna_status vdna_cov_update(vdna_cov *c, const vdna_array *x);
+
+/* Combine `other` into `c` (same neurons and layout, else VDNA_ERR_MISMATCH); the two states may
+ * have different shifts. */
+vdna_status vdna_cov_merge(vdna_cov *c, const vdna_cov *other);
+void vdna_cov_reset(vdna_cov *c);
+
+/* Mean vector (n_neurons) and unbiased covariance (n_neurons^2, symmetric; zeros for one image).
+ * VDNA_ERR_EMPTY without images. */
+vdna_status vdna_cov_mean(const vdna_cov *c, double *mean);
+vdna_status vdna_cov_cov(const vdna_cov *c, double *cov);
+
+/* Read / replace the state (count, mean, M2 = sum of outer products of deviations, n_neurons^2).
+ * set_state needs a symmetric M2 (to 1e-12 relative; the two triangles are averaged), count >= 0,
+ * clears the NaN counts, and with count == 0 just resets. */
+void vdna_cov_state(const vdna_cov *c, int64_t *count, double *mean, double *m2);
+vdna_status vdna_cov_set_state(vdna_cov *c, int64_t count, const double *mean, const double *m2);
+
+void vdna_cov_nan_counts(const vdna_cov *c, int64_t *nan_counts);
+int64_t vdna_cov_num_images(const vdna_cov *c);
+int64_t vdna_cov_n_neurons(const vdna_cov *c);
+vdna_layout vdna_cov_layout(const vdna_cov *c);
+
+/* ================================================================ activation ranges */
+typedef struct vdna_ranges_s vdna_ranges;
+
+/* Create a per-neuron min/max accumulator over every value of every image (NaN skipped and
+ * counted; +-Inf kept). */
+vdna_status vdna_ranges_create(vdna_ranges **out, int64_t n_neurons, vdna_layout layout);
+void vdna_ranges_free(vdna_ranges *r);
+vdna_status vdna_ranges_update(vdna_ranges *r, const vdna_array *x);
+
+/* Combine `other` into `r` (same neurons and layout, else VDNA_ERR_MISMATCH). */
+vdna_status vdna_ranges_merge(vdna_ranges *r, const vdna_ranges *other);
+void vdna_ranges_reset(vdna_ranges *r);
+
+/* Minimum and maximum per neuron; NaN for a neuron that saw only NaN. VDNA_ERR_EMPTY without
+ * images. */
+vdna_status vdna_ranges_minmax(const vdna_ranges *r, double *mins, double *maxs);
+
+/* Replace the state. Each neuron needs min <= max, or both NaN (no value seen); with
+ * num_images == 0 the state is just reset. Clears the NaN counts. */
+vdna_status vdna_ranges_set_state(vdna_ranges *r, int64_t num_images, const double *mins, const double *maxs);
+
+void vdna_ranges_nan_counts(const vdna_ranges *r, int64_t *nan_counts);
+int64_t vdna_ranges_num_images(const vdna_ranges *r);
+int64_t vdna_ranges_n_neurons(const vdna_ranges *r);
+vdna_layout vdna_ranges_layout(const vdna_ranges *r);
+
+#endif /* VDNA_ACCUM_H */

@@ -1,0 +1,609 @@
+/* test_accum.c: C tests of the accumulators (no Python), with hand-worked values. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vdna_core.h"
+
+static int failures = 0;
+#define CHECK(cond)                                                                 \
+    do {                                                                            \
+        if (!(cond)) {                                                              \
+            failures++;                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                           \
+    } while (0)
+#define CHECK_OK(expr)                                                                                     \
+    do {                                                                                                   \
+        vdna_status st_ = (expr);                                                                          \
+        if (st_ != VDNA_OK) {                                                                              \
+            failures++;                                                                                    \
+            fprintf(stderr, "%s:%d: %s -> %s (%s)\n", __FILE__, __LINE__, #expr, vdna_status_name(st_),    \
+                    vdna_last_error());                                                                    \
+        }                                                                                                  \
+    } while (0)
+#define CHECK_CLOSE(a, b, tol) CHECK(fabs((a) - (b)) <= (tol))
+
+/* ---------------------------------------------------------------- helpers */
+static vdna_array make_array(const void *data, vdna_dtype dtype, int ndim, const int64_t *shape) {
+    vdna_array x;
+    memset(&x, 0, sizeof x);
+    x.data = data;
+    x.dtype = dtype;
+    x.ndim = ndim;
+    int64_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        x.shape[d] = shape[d];
+        x.strides[d] = s;
+        s *= shape[d];
+    }
+    return x;
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static double uniform(void) { /* xorshift64*, in [0, 1) */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-53;
+}
+
+/* The normative bin, written straight from DESIGN.md (clamp z first), for comparison. */
+static int64_t ref_bin(double x, double mn, double mx, int64_t B) {
+    double lo = 1.2 * mn, hi = 1.2 * mx;
+    double centre = (lo + hi) / 2, half = (hi - lo) / 2 + 1e-8;
+    double z = (x - centre) / half;
+    if (z < -1.0) z = -1.0;
+    if (z > 1.0) z = 1.0;
+    int64_t b = (int64_t)floor((z + 1.0) * (double)B / 2);
+    return b < B - 1 ? b : B - 1;
+}
+
+/* Reference counts of a contiguous channels array (N, C, S) of doubles. */
+static void ref_counts(const double *x, int64_t N, int64_t C, int64_t S, const double *mins, const double *maxs,
+                       int64_t B, int64_t *counts, int64_t *nans) {
+    memset(counts, 0, (size_t)(C * B) * sizeof *counts);
+    memset(nans, 0, (size_t)C * sizeof *nans);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t s = 0; s < S; s++) {
+                double v = x[(n * C + c) * S + s];
+                if (isnan(v))
+                    nans[c]++;
+                else
+                    counts[c * B + ref_bin(v, mins[c], maxs[c], B)]++;
+            }
+}
+
+static int equal_i64(const int64_t *a, const int64_t *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (a[i] != b[i]) return 0;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- histograms */
+static void test_hist_hand_worked(void) {
+    /* min -5, max 5: lo = -6, hi = 6 (1.2*5 rounds to 6), centre 0, half = 6 + 1e-8. B = 4: the
+     * interior edges are at x = -half/2, 0, half/2 (exact: halving is exact). */
+    double mn = -5, mx = 5, half = 6 + 1e-8;
+    CHECK(1.2 * 5 == 6.0);
+    double vals[] = {
+        0.0,                         /* interior edge z = 0 -> upper bin 2 */
+        -half / 2,                   /* edge z = -0.5 -> bin 1 */
+        nextafter(-half / 2, -1e9),  /* just below -> bin 0 */
+        half / 2,                    /* edge z = 0.5 -> bin 3 */
+        half / 2 - 1e-9,             /* below -> bin 2 */
+        -half,                       /* z = -1 -> bin 0 */
+        half,                        /* z = 1 -> last bin, not B */
+        100.0,                       /* clamped -> bin 3 */
+        -INFINITY, INFINITY, NAN,    /* end bins; NaN counted only */
+    };
+    int64_t shape[3] = {1, 1, 11};
+    vdna_array x = make_array(vals, VDNA_F64, 3, shape);
+    vdna_hist *h = NULL;
+    CHECK_OK(vdna_hist_create(&h, 1, 4, &mn, &mx, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_hist_update(h, &x));
+    int64_t counts[4], nans[1];
+    vdna_hist_counts(h, counts);
+    vdna_hist_nan_counts(h, nans);
+    int64_t want[4] = {3, 1, 2, 4};
+    CHECK(equal_i64(counts, want, 4));
+    CHECK(nans[0] == 1);
+    CHECK(vdna_hist_num_images(h) == 1);
+    /* float32: the same values converted first (the edge values move but must still agree with
+     * the reference on the converted values). */
+    float f[11];
+    double fd[11];
+    for (int i = 0; i < 11; i++) fd[i] = (double)(f[i] = (float)vals[i]);
+    vdna_hist_reset(h);
+    CHECK(vdna_hist_num_images(h) == 0);
+    x = make_array(f, VDNA_F32, 3, shape);
+    CHECK_OK(vdna_hist_update(h, &x));
+    vdna_hist_counts(h, counts);
+    int64_t rc[4], rn[1];
+    ref_counts(fd, 1, 1, 11, &mn, &mx, 4, rc, rn);
+    CHECK(equal_i64(counts, rc, 4));
+    vdna_hist_free(h);
+}
+
+static void test_hist_one_bin(void) {
+    double mn = 0, mx = 1, vals[] = {-1e300, 0.5, 1e300, INFINITY, NAN, -INFINITY};
+    int64_t shape[2] = {6, 1}; /* rank 2: one sample per image */
+    vdna_array x = make_array(vals, VDNA_F64, 2, shape);
+    vdna_hist *h = NULL;
+    CHECK_OK(vdna_hist_create(&h, 1, 1, &mn, &mx, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_hist_update(h, &x));
+    int64_t counts[1], nans[1];
+    vdna_hist_counts(h, counts);
+    vdna_hist_nan_counts(h, nans);
+    CHECK(counts[0] == 5 && nans[0] == 1);
+    CHECK(vdna_hist_num_images(h) == 6);
+    vdna_hist_free(h);
+}
+
+/* Random activations (N, C, S), some NaN/Inf, against the reference; both counting paths
+ * (S large: sub-histograms; S small: direct) and 1 or 2 threads. */
+static void test_hist_random(int64_t N, int64_t C, int64_t S, int64_t B) {
+    double *x = malloc((size_t)(N * C * S) * sizeof *x);
+    double *mins = malloc((size_t)C * sizeof *mins), *maxs = malloc((size_t)C * sizeof *maxs);
+    int64_t *counts = malloc((size_t)(C * B) * sizeof *counts), *rc = malloc((size_t)(C * B) * sizeof *rc);
+    int64_t *nans = malloc((size_t)C * sizeof *nans), *rn = malloc((size_t)C * sizeof *rn);
+    for (int64_t c = 0; c < C; c++) {
+        mins[c] = -uniform() * 3;
+        maxs[c] = uniform() * 5;
+    }
+    mins[0] = maxs[0] = 0.25; /* a degenerate range: half = 1e-8 */
+    for (int64_t i = 0; i < N * C * S; i++) {
+        double u = uniform();
+        x[i] = u < 0.2 ? 0.0 : (uniform() * 12 - 5); /* many zeros (ReLU-like) and out-of-range */
+        if (u > 0.999) x[i] = NAN;
+        if (u > 0.998 && u <= 0.999) x[i] = u > 0.9985 ? INFINITY : -INFINITY;
+    }
+    ref_counts(x, N, C, S, mins, maxs, B, rc, rn);
+    int64_t shape[3] = {N, C, S};
+    vdna_array arr = make_array(x, VDNA_F64, 3, shape);
+    for (int threads = 1; threads <= 2; threads++) {
+        vdna_set_num_threads(threads);
+        vdna_hist *h = NULL;
+        CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, VDNA_LAYOUT_CHANNELS));
+        CHECK_OK(vdna_hist_update(h, &arr));
+        vdna_hist_counts(h, counts);
+        vdna_hist_nan_counts(h, nans);
+        CHECK(equal_i64(counts, rc, C * B));
+        CHECK(equal_i64(nans, rn, C));
+        vdna_hist_free(h);
+    }
+    vdna_set_num_threads(0);
+    free(x);
+    free(mins);
+    free(maxs);
+    free(counts);
+    free(rc);
+    free(nans);
+    free(rn);
+}
+
+/* Merging two halves equals one accumulation; batches split anywhere give the same counts. */
+static void test_hist_merge(void) {
+    enum { N = 6, C = 3, S = 40, B = 7 };
+    static double x[N * C * S];
+    double mins[C] = {-1, -2, 0}, maxs[C] = {1, 2, 3};
+    for (int i = 0; i < N * C * S; i++) x[i] = uniform() * 8 - 4;
+    int64_t shape[3] = {N, C, S}, s1[3] = {2, C, S}, s2[3] = {N - 2, C, S};
+    vdna_array all = make_array(x, VDNA_F64, 3, shape);
+    vdna_array a = make_array(x, VDNA_F64, 3, s1), b = make_array(x + 2 * C * S, VDNA_F64, 3, s2);
+    vdna_hist *h_all = NULL, *h_a = NULL, *h_b = NULL, *h_seq = NULL;
+    CHECK_OK(vdna_hist_create(&h_all, C, B, mins, maxs, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_hist_create(&h_a, C, B, mins, maxs, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_hist_create(&h_b, C, B, mins, maxs, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_hist_create(&h_seq, C, B, mins, maxs, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_hist_update(h_all, &all));
+    CHECK_OK(vdna_hist_update(h_a, &a));
+    CHECK_OK(vdna_hist_update(h_b, &b));
+    CHECK_OK(vdna_hist_update(h_seq, &a));
+    CHECK_OK(vdna_hist_update(h_seq, &b));
+    CHECK_OK(vdna_hist_merge(h_a, h_b));
+    int64_t c1[C * B], c2[C * B], c3[C * B];
+    vdna_hist_counts(h_all, c1);
+    vdna_hist_counts(h_a, c2);
+    vdna_hist_counts(h_seq, c3);
+    CHECK(equal_i64(c1, c2, C * B) && equal_i64(c1, c3, C * B));
+    CHECK(vdna_hist_num_images(h_a) == N);
+    int64_t total = 0;
+    for (int i = 0; i < C * B; i++) total += c1[i];
+    CHECK(total == N * C * S);
+    /* self-merge doubles */
+    CHECK_OK(vdna_hist_merge(h_seq, h_seq));
+    vdna_hist_counts(h_seq, c3);
+    for (int i = 0; i < C * B; i++) CHECK(c3[i] == 2 * c1[i]);
+    /* mismatched ranges / bins */
+    double other_max[C] = {1, 2, 3.5};
+    vdna_hist *h_r = NULL, *h_bins = NULL;
+    CHECK_OK(vdna_hist_create(&h_r, C, B, mins, other_max, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_hist_create(&h_bins, C, B + 1, mins, maxs, VDNA_LAYOUT_CHANNELS));
+    CHECK(vdna_hist_merge(h_a, h_r) == VDNA_ERR_MISMATCH);
+    CHECK(strstr(vdna_last_error(), "neuron 2") != NULL);
+    CHECK(vdna_hist_merge(h_a, h_bins) == VDNA_ERR_MISMATCH);
+    vdna_hist_free(h_all);
+    vdna_hist_free(h_a);
+    vdna_hist_free(h_b);
+    vdna_hist_free(h_seq);
+    vdna_hist_free(h_r);
+    vdna_hist_free(h_bins);
+}
+
+/* The same values seen through different memory layouts give identical counts. */
+static void test_hist_strides(void) {
+    enum { N = 3, C = 5, H = 4, W = 6, B = 9 };
+    static double x[N * C * H * W], cl[N * H * W * C], tok[N * H * W * C];
+    static float xf[N * C * H * W];
+    double mins[C], maxs[C];
+    for (int c = 0; c < C; c++) {
+        mins[c] = -1.0 - c;
+        maxs[c] = 1.0 + 0.5 * c;
+    }
+    for (int i = 0; i < N * C * H * W; i++) x[i] = uniform() * 10 - 5;
+    /* channels-last copy: cl[n][h][w][c] */
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (int p = 0; p < H * W; p++) tok[(n * H * W + p) * C + c] = cl[(n * H * W + p) * C + c] = x[(n * C + c) * H * W + p];
+    int64_t shape[4] = {N, C, H, W};
+    vdna_array base = make_array(x, VDNA_F64, 4, shape);
+    int64_t want[C * B], got[C * B];
+    vdna_hist *h = NULL;
+    CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_hist_update(h, &base));
+    vdna_hist_counts(h, want);
+
+    /* channels-last strides (N, C, H, W) -> (HWC, 1, WC, C) */
+    vdna_array v = base;
+    v.data = cl;
+    v.strides[0] = H * W * C;
+    v.strides[1] = 1;
+    v.strides[2] = W * C;
+    v.strides[3] = C;
+    vdna_hist_reset(h);
+    CHECK_OK(vdna_hist_update(h, &v));
+    vdna_hist_counts(h, got);
+    CHECK(equal_i64(want, got, C * B));
+
+    /* negative strides: images and W reversed (a permutation of the same values per neuron) */
+    v = base;
+    v.data = x + (N - 1) * C * H * W + (W - 1);
+    v.strides[0] = -(int64_t)(C * H * W);
+    v.strides[3] = -1;
+    vdna_hist_reset(h);
+    CHECK_OK(vdna_hist_update(h, &v));
+    vdna_hist_counts(h, got);
+    CHECK(equal_i64(want, got, C * B));
+
+    /* transposed spatial dims (H, W) -> strides (1, W) */
+    int64_t tshape[4] = {N, C, W, H};
+    v = make_array(x, VDNA_F64, 4, tshape);
+    v.strides[2] = 1;
+    v.strides[3] = W;
+    vdna_hist_reset(h);
+    CHECK_OK(vdna_hist_update(h, &v));
+    vdna_hist_counts(h, got);
+    CHECK(equal_i64(want, got, C * B));
+    vdna_hist_free(h);
+
+    /* tokens layout (N, T, C) of the channels-last data */
+    int64_t kshape[3] = {N, H * W, C};
+    vdna_array t = make_array(tok, VDNA_F64, 3, kshape);
+    CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, VDNA_LAYOUT_TOKENS));
+    CHECK_OK(vdna_hist_update(h, &t));
+    vdna_hist_counts(h, got);
+    CHECK(equal_i64(want, got, C * B));
+    vdna_hist_free(h);
+
+    /* float32 input equals the float64 of the converted values */
+    for (int i = 0; i < N * C * H * W; i++) x[i] = (double)(xf[i] = (float)x[i]);
+    CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_hist_update(h, &base));
+    vdna_hist_counts(h, want);
+    vdna_hist_reset(h);
+    vdna_array f = make_array(xf, VDNA_F32, 4, shape);
+    CHECK_OK(vdna_hist_update(h, &f));
+    vdna_hist_counts(h, got);
+    CHECK(equal_i64(want, got, C * B));
+    vdna_hist_free(h);
+}
+
+static void test_hist_f16(void) {
+    /* half bits: 1.0, -2.0, 0.5, +Inf, NaN, 65504 (max), 2^-24 (smallest subnormal), -0.0 */
+    uint16_t hv[8] = {0x3C00, 0xC000, 0x3800, 0x7C00, 0x7E00, 0x7BFF, 0x0001, 0x8000};
+    double dv[8] = {1.0, -2.0, 0.5, INFINITY, NAN, 65504.0, 0x1.0p-24, -0.0};
+    double mn = -2, mx = 2;
+    int64_t shape[3] = {1, 1, 8};
+    vdna_array xh = make_array(hv, VDNA_F16, 3, shape), xd = make_array(dv, VDNA_F64, 3, shape);
+    vdna_hist *a = NULL, *b = NULL;
+    CHECK_OK(vdna_hist_create(&a, 1, 5, &mn, &mx, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_hist_create(&b, 1, 5, &mn, &mx, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_hist_update(a, &xh));
+    CHECK_OK(vdna_hist_update(b, &xd));
+    int64_t ca[5], cb[5], na, nb;
+    vdna_hist_counts(a, ca);
+    vdna_hist_counts(b, cb);
+    vdna_hist_nan_counts(a, &na);
+    vdna_hist_nan_counts(b, &nb);
+    CHECK(equal_i64(ca, cb, 5) && na == 1 && nb == 1);
+    /* lo -2.4, hi 2.4, B 5: t = (x/half + 1) * 2.5 -> -2 in bin 0 (t 0.42); -0.0 and 2^-24 in bin 2
+     * (t 2.5); 0.5 and 1 in bin 3 (t 3.02, 3.54); Inf and 65504 in bin 4 */
+    int64_t want[5] = {1, 0, 2, 2, 2};
+    CHECK(equal_i64(ca, want, 5));
+    vdna_hist_free(a);
+    vdna_hist_free(b);
+}
+
+static void test_hist_errors(void) {
+    double mins[2] = {0, 0}, maxs[2] = {1, 1};
+    vdna_hist *h = (vdna_hist *)&mins; /* must be set to NULL on failure */
+    CHECK(vdna_hist_create(&h, 2, 0, mins, maxs, VDNA_LAYOUT_CHANNELS) == VDNA_ERR_ARG);
+    CHECK(h == NULL);
+    CHECK(strstr(vdna_last_error(), "bins") != NULL);
+    CHECK(vdna_hist_create(&h, 0, 4, mins, maxs, VDNA_LAYOUT_CHANNELS) == VDNA_ERR_ARG);
+    CHECK(vdna_hist_create(&h, 2, 4, mins, maxs, (vdna_layout)7) == VDNA_ERR_ARG);
+    double bad_min[2] = {0, 2};
+    CHECK(vdna_hist_create(&h, 2, 4, bad_min, maxs, VDNA_LAYOUT_CHANNELS) == VDNA_ERR_RANGE);
+    CHECK(strstr(vdna_last_error(), "neuron 1") != NULL);
+    double nan_max[2] = {1, NAN};
+    CHECK(vdna_hist_create(&h, 2, 4, mins, nan_max, VDNA_LAYOUT_CHANNELS) == VDNA_ERR_RANGE);
+    CHECK(strstr(vdna_last_error(), "neuron 1") != NULL);
+    double inf_min[2] = {-INFINITY, 0};
+    CHECK(vdna_hist_create(&h, 2, 4, inf_min, maxs, VDNA_LAYOUT_CHANNELS) == VDNA_ERR_RANGE);
+    CHECK(strstr(vdna_last_error(), "neuron 0") != NULL);
+    double huge[2] = {-1e308, 1e308};
+    CHECK(vdna_hist_create(&h, 2, 4, huge, huge + 1, VDNA_LAYOUT_CHANNELS) == VDNA_ERR_RANGE);
+    CHECK(h == NULL);
+
+    CHECK_OK(vdna_hist_create(&h, 2, 4, mins, maxs, VDNA_LAYOUT_CHANNELS));
+    double data[24] = {0};
+    int64_t wrong_c[3] = {2, 3, 4}, rank1[1] = {2}, tok[3] = {2, 4, 3};
+    vdna_array x = make_array(data, VDNA_F64, 3, wrong_c);
+    CHECK(vdna_hist_update(h, &x) == VDNA_ERR_SHAPE);
+    CHECK(strstr(vdna_last_error(), "(2, 3, 4)") != NULL);
+    CHECK(strstr(vdna_last_error(), "(N, 2, *spatial)") != NULL);
+    x = make_array(data, VDNA_F64, 1, rank1);
+    CHECK(vdna_hist_update(h, &x) == VDNA_ERR_SHAPE);
+    x = make_array(data, (vdna_dtype)9, 3, tok);
+    CHECK(vdna_hist_update(h, &x) == VDNA_ERR_DTYPE);
+    int64_t zero_sp[3] = {2, 2, 0};
+    x = make_array(data, VDNA_F64, 3, zero_sp);
+    CHECK(vdna_hist_update(h, &x) == VDNA_ERR_SHAPE);
+    /* N == 0 is a no-op, even with a NULL data pointer */
+    int64_t empty[3] = {0, 2, 5};
+    x = make_array(NULL, VDNA_F64, 3, empty);
+    CHECK_OK(vdna_hist_update(h, &x));
+    CHECK(vdna_hist_num_images(h) == 0);
+    CHECK(vdna_hist_update(h, NULL) == VDNA_ERR_ARG);
+    /* add_counts: negative values and overflow change nothing */
+    int64_t counts[8] = {1, 2, 3, 4, 5, 6, 7, 8}, nans[2] = {0, 1}, got[8];
+    CHECK_OK(vdna_hist_add_counts(h, counts, nans, 3));
+    counts[5] = -1;
+    CHECK(vdna_hist_add_counts(h, counts, nans, 1) == VDNA_ERR_ARG);
+    CHECK(strstr(vdna_last_error(), "neuron 1, bin 1") != NULL);
+    counts[5] = INT64_MAX;
+    CHECK(vdna_hist_add_counts(h, counts, nans, 1) == VDNA_ERR_ARG);
+    counts[5] = 6;
+    CHECK(vdna_hist_add_counts(h, counts, nans, -1) == VDNA_ERR_ARG);
+    vdna_hist_counts(h, got);
+    CHECK(got[5] == 6 && got[7] == 8 && vdna_hist_num_images(h) == 3);
+    /* huge counts beyond 2^32 add exactly */
+    int64_t big[8] = {0, 0, 0, 0, 0, 0, 0, (int64_t)1 << 40};
+    CHECK_OK(vdna_hist_add_counts(h, big, NULL, 0));
+    vdna_hist_counts(h, got);
+    CHECK(got[7] == ((int64_t)1 << 40) + 8);
+    vdna_hist_free(h);
+    vdna_hist_free(NULL);
+}
+
+/* ---------------------------------------------------------------- moments */
+static void test_moments(void) {
+    /* 3 images, 2 neurons, 2 samples: neuron 0 image means 1, 3, 8 -> mean 4, var 13;
+     * neuron 1 means 10, 10, 10 -> mean 10, var 0 */
+    double x[12] = {0, 2, 10, 10, 3, 3, 9, 11, 7, 9, 10, 10};
+    int64_t shape[3] = {3, 2, 2}, s1[3] = {1, 2, 2}, s2[3] = {2, 2, 2};
+    vdna_array all = make_array(x, VDNA_F64, 3, shape);
+    vdna_moments *m = NULL, *a = NULL, *b = NULL;
+    CHECK_OK(vdna_moments_create(&m, 2, VDNA_LAYOUT_CHANNELS));
+    double mean[2], var[2], m2[2];
+    CHECK(vdna_moments_mean(m, mean) == VDNA_ERR_EMPTY);
+    CHECK_OK(vdna_moments_update(m, &all));
+    CHECK_OK(vdna_moments_mean(m, mean));
+    CHECK_OK(vdna_moments_var(m, var));
+    CHECK_CLOSE(mean[0], 4.0, 1e-15);
+    CHECK_CLOSE(var[0], 13.0, 1e-14);
+    CHECK(mean[1] == 10.0 && var[1] == 0.0);
+    /* merge = sequential */
+    vdna_array xa = make_array(x, VDNA_F64, 3, s1), xb = make_array(x + 4, VDNA_F64, 3, s2);
+    CHECK_OK(vdna_moments_create(&a, 2, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_moments_create(&b, 2, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_moments_update(a, &xa));
+    CHECK_OK(vdna_moments_var(a, var));
+    CHECK(var[0] == 0.0); /* one image */
+    CHECK_OK(vdna_moments_update(b, &xb));
+    CHECK_OK(vdna_moments_merge(a, b));
+    CHECK_OK(vdna_moments_var(a, var));
+    CHECK_CLOSE(var[0], 13.0, 1e-14);
+    CHECK(vdna_moments_num_images(a) == 3);
+    /* state round trip */
+    int64_t count;
+    vdna_moments_state(m, &count, mean, m2);
+    CHECK(count == 3);
+    CHECK_CLOSE(m2[0], 26.0, 1e-13);
+    CHECK_OK(vdna_moments_set_state(b, count, mean, m2));
+    CHECK_OK(vdna_moments_var(b, var));
+    CHECK_CLOSE(var[0], 13.0, 1e-14);
+    double neg[2] = {1, -1};
+    CHECK(vdna_moments_set_state(b, 3, mean, neg) == VDNA_ERR_ARG);
+    /* large mean, small spread: 1e9 + {1, 2, 3} -> var 1 */
+    double big[3] = {1e9 + 1, 1e9 + 2, 1e9 + 3};
+    int64_t bs[2] = {3, 1};
+    vdna_array xbig = make_array(big, VDNA_F64, 2, bs);
+    vdna_moments *g = NULL;
+    CHECK_OK(vdna_moments_create(&g, 1, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_moments_update(g, &xbig));
+    CHECK_OK(vdna_moments_var(g, var));
+    CHECK_CLOSE(var[0], 1.0, 1e-9);
+    /* NaN propagates and is counted */
+    double withnan[4] = {1, NAN, 2, 3};
+    int64_t ns[3] = {2, 1, 2};
+    vdna_array xn = make_array(withnan, VDNA_F64, 3, ns);
+    CHECK_OK(vdna_moments_update(g, &xn));
+    int64_t nn;
+    vdna_moments_nan_counts(g, &nn);
+    CHECK(nn == 1);
+    CHECK_OK(vdna_moments_mean(g, mean));
+    CHECK(isnan(mean[0]));
+    /* mismatch */
+    CHECK(vdna_moments_merge(g, m) == VDNA_ERR_MISMATCH);
+    vdna_moments_free(m);
+    vdna_moments_free(a);
+    vdna_moments_free(b);
+    vdna_moments_free(g);
+}
+
+/* ---------------------------------------------------------------- covariance */
+static void test_cov(void) {
+    /* per-image vectors (rank 2: one sample per image): (1,2), (3,6), (5,7), (7,9)
+     * mean (4, 6); deviations (-3,-4), (-1,0), (1,1), (3,3): M2 = [[20, 22], [22, 26]] */
+    double x[8] = {1, 2, 3, 6, 5, 7, 7, 9};
+    int64_t shape[2] = {4, 2}, s1[2] = {1, 2}, s3[2] = {3, 2};
+    vdna_array all = make_array(x, VDNA_F64, 2, shape);
+    vdna_cov *c = NULL, *a = NULL, *b = NULL;
+    CHECK_OK(vdna_cov_create(&c, 2, VDNA_LAYOUT_CHANNELS));
+    double mean[2], cov[4], m2[4];
+    CHECK(vdna_cov_cov(c, cov) == VDNA_ERR_EMPTY);
+    CHECK_OK(vdna_cov_update(c, &all));
+    CHECK_OK(vdna_cov_mean(c, mean));
+    CHECK_OK(vdna_cov_cov(c, cov));
+    CHECK_CLOSE(mean[0], 4.0, 1e-15);
+    CHECK_CLOSE(mean[1], 6.0, 1e-15);
+    CHECK_CLOSE(cov[0], 20.0 / 3, 1e-14);
+    CHECK_CLOSE(cov[1], 22.0 / 3, 1e-14);
+    CHECK(cov[1] == cov[2]);
+    CHECK_CLOSE(cov[3], 26.0 / 3, 1e-14);
+    /* merge of states with different shifts (first images differ) = one accumulation */
+    CHECK_OK(vdna_cov_create(&a, 2, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_cov_create(&b, 2, VDNA_LAYOUT_CHANNELS));
+    vdna_array xa = make_array(x, VDNA_F64, 2, s1), xb = make_array(x + 2, VDNA_F64, 2, s3);
+    CHECK_OK(vdna_cov_update(a, &xa));
+    CHECK_OK(vdna_cov_cov(a, cov));
+    CHECK(cov[0] == 0 && cov[1] == 0 && cov[3] == 0); /* one image */
+    CHECK_OK(vdna_cov_update(b, &xb));
+    CHECK_OK(vdna_cov_merge(b, a)); /* b's shift is (3, 6), a's is (1, 2) */
+    CHECK_OK(vdna_cov_cov(b, cov));
+    CHECK_OK(vdna_cov_mean(b, mean));
+    CHECK_CLOSE(mean[0], 4.0, 1e-14);
+    CHECK_CLOSE(cov[0], 20.0 / 3, 1e-14);
+    CHECK_CLOSE(cov[2], 22.0 / 3, 1e-14);
+    CHECK_CLOSE(cov[3], 26.0 / 3, 1e-14);
+    /* state round trip, then update on top of a set state */
+    int64_t count;
+    vdna_cov_state(c, &count, mean, m2);
+    CHECK(count == 4);
+    CHECK_CLOSE(m2[1], 22.0, 1e-13);
+    CHECK_OK(vdna_cov_set_state(a, count, mean, m2));
+    CHECK_OK(vdna_cov_update(a, &all));
+    CHECK_OK(vdna_cov_update(c, &all));
+    double ca[4], cc[4];
+    CHECK_OK(vdna_cov_cov(a, ca));
+    CHECK_OK(vdna_cov_cov(c, cc));
+    for (int i = 0; i < 4; i++) CHECK_CLOSE(ca[i], cc[i], 1e-13);
+    double asym[4] = {1, 2, 3, 1};
+    CHECK(vdna_cov_set_state(a, 4, mean, asym) == VDNA_ERR_ARG);
+    /* large mean 1e8 with spread ~1: (1e8 + v) has the covariance of v */
+    double big[8];
+    for (int i = 0; i < 8; i++) big[i] = 1e8 + x[i];
+    vdna_array xbig = make_array(big, VDNA_F64, 2, shape);
+    vdna_cov *g = NULL;
+    CHECK_OK(vdna_cov_create(&g, 2, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_cov_update(g, &xbig));
+    CHECK_OK(vdna_cov_cov(g, cov));
+    CHECK_CLOSE(cov[0], 20.0 / 3, 1e-7);
+    CHECK_CLOSE(cov[1], 22.0 / 3, 1e-7);
+    CHECK_CLOSE(cov[3], 26.0 / 3, 1e-7);
+    CHECK(vdna_cov_merge(g, c) == VDNA_OK);
+    vdna_cov *t = NULL;
+    CHECK_OK(vdna_cov_create(&t, 2, VDNA_LAYOUT_TOKENS));
+    CHECK(vdna_cov_merge(g, t) == VDNA_ERR_MISMATCH);
+    vdna_cov_free(c);
+    vdna_cov_free(a);
+    vdna_cov_free(b);
+    vdna_cov_free(g);
+    vdna_cov_free(t);
+}
+
+/* ---------------------------------------------------------------- ranges */
+static void test_ranges(void) {
+    /* 2 images, tokens (N=2, T=3, C=3): neuron 2 only NaN */
+    double x[18] = {1, -INFINITY, NAN, 5, 0, NAN, -2, 3, NAN, /* image 0 */
+                    0, 7, NAN, NAN, 1, NAN, 4, 2, NAN};       /* image 1 */
+    int64_t shape[3] = {2, 3, 3};
+    vdna_array a = make_array(x, VDNA_F64, 3, shape);
+    vdna_ranges *r = NULL, *s = NULL;
+    CHECK_OK(vdna_ranges_create(&r, 3, VDNA_LAYOUT_TOKENS));
+    double mins[3], maxs[3];
+    CHECK(vdna_ranges_minmax(r, mins, maxs) == VDNA_ERR_EMPTY);
+    CHECK_OK(vdna_ranges_update(r, &a));
+    CHECK_OK(vdna_ranges_minmax(r, mins, maxs));
+    CHECK(mins[0] == -2 && maxs[0] == 5);
+    CHECK(mins[1] == -INFINITY && maxs[1] == 7);
+    CHECK(isnan(mins[2]) && isnan(maxs[2]));
+    int64_t nans[3];
+    vdna_ranges_nan_counts(r, nans);
+    CHECK(nans[0] == 1 && nans[1] == 0 && nans[2] == 6);
+    /* merge with a state set from values */
+    CHECK_OK(vdna_ranges_create(&s, 3, VDNA_LAYOUT_TOKENS));
+    double smin[3] = {-3, 0, NAN}, smax[3] = {4, 8, NAN};
+    CHECK_OK(vdna_ranges_set_state(s, 2, smin, smax));
+    CHECK_OK(vdna_ranges_merge(r, s));
+    CHECK_OK(vdna_ranges_minmax(r, mins, maxs));
+    CHECK(mins[0] == -3 && maxs[0] == 5 && maxs[1] == 8 && isnan(mins[2]));
+    CHECK(vdna_ranges_num_images(r) == 4);
+    double bad[3] = {5, 0, 0};
+    CHECK(vdna_ranges_set_state(s, 1, bad, smax) == VDNA_ERR_ARG);
+    CHECK(strstr(vdna_last_error(), "neuron 0") != NULL);
+    /* channels layout, long runs (by-neuron path), float32 */
+    enum { N = 2, C = 2, S = 100 };
+    float f[N * C * S];
+    for (int i = 0; i < N * C * S; i++) f[i] = (float)(i % 37) - 10.0f;
+    f[3] = NAN;
+    int64_t cs[3] = {N, C, S};
+    vdna_array xf = make_array(f, VDNA_F32, 3, cs);
+    vdna_ranges *q = NULL;
+    CHECK_OK(vdna_ranges_create(&q, C, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_ranges_update(q, &xf));
+    double qmin[2], qmax[2];
+    CHECK_OK(vdna_ranges_minmax(q, qmin, qmax));
+    CHECK(qmin[0] == -10 && qmax[0] == 26 && qmin[1] == -10 && qmax[1] == 26);
+    int64_t qn[2];
+    vdna_ranges_nan_counts(q, qn);
+    CHECK(qn[0] == 1 && qn[1] == 0);
+    vdna_ranges_free(r);
+    vdna_ranges_free(s);
+    vdna_ranges_free(q);
+}
+
+int main(void) {
+    test_hist_hand_worked();
+    test_hist_one_bin();
+    test_hist_random(3, 4, 500, 10);   /* sub-histogram path */
+    test_hist_random(2, 7, 9, 10000);  /* direct path, B = 10000 */
+    test_hist_random(5, 300, 2, 13);   /* rows path (short runs) */
+    test_hist_merge();
+    test_hist_strides();
+    test_hist_f16();
+    test_hist_errors();
+    test_moments();
+    test_cov();
+    test_ranges();
+    if (failures) {
+        fprintf(stderr, "test_accum: %d failure(s)\n", failures);
+        return 1;
+    }
+    printf("test_accum: all passed\n");
+    return 0;
+}
