@@ -1,4 +1,75 @@
-/* vdna_distance.h: part of the public API; include vdna_core.h, not this file. (being written) */
+/* vdna_distance.h: part of the public API; include vdna_core.h, not this file.
+ *
+ * Distances between Visual DNAs (DESIGN.md "Normative semantics"): the Earth Mover's Distance
+ * between per-neuron histograms, the neuron-wise Frechet distance between per-neuron Gaussians
+ * (NFD) and the Frechet distance between two multivariate Gaussians (FD). Plain arrays in,
+ * plain arrays out: no objects. All arithmetic is float64. Every function is reentrant; the
+ * parallel ones use up to vdna_get_num_threads() threads and give bit-identical results for any
+ * thread count.
+ */
 #ifndef VDNA_DISTANCE_H
 #define VDNA_DISTANCE_H
-#endif
+
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- histograms (EMD) */
+typedef enum { VDNA_COUNTS_F64 = 0, VDNA_COUNTS_I64 = 1 } vdna_counts_type;
+
+/* A read-only (neurons, bins) matrix of histogram counts: the count of neuron n in bin b is
+ * data[n * row_stride + b * bin_stride] (strides in ELEMENTS, any sign), of type double or
+ * int64_t. Counts must be >= 0 (and finite for doubles). */
+typedef struct {
+    const void *data;
+    vdna_counts_type type;
+    int64_t row_stride;
+    int64_t bin_stride;
+} vdna_counts;
+
+/* Per-neuron EMD of two count matrices of n_neurons x n_bins: each row is normalised to sum 1
+ * (row total summed in float64 in a fixed order; int64 rows summed exactly as int64), then
+ * out[n] = sum over bins of |CDF1 - CDF2|, accumulated bin by bin (unit: bins).
+ * Returns VDNA_OK, or VDNA_ERR_ARG (NULL, n_bins < 1, a negative / non-finite count, a row total
+ * that overflows) with the first bad neuron and bin in vdna_last_error(); out is then undefined.
+ * Surprise: a row whose total is 0 is not an error; that neuron's EMD is NaN. */
+vdna_status vdna_emd(const vdna_counts *h1, const vdna_counts *h2, int64_t n_neurons, int64_t n_bins,
+                     double *out);
+
+/* One reference against n_candidates candidates (all n_neurons x n_bins), aggregated per candidate
+ * over a selection of neurons: index[0..n_index) (NULL: every neuron, n_index is then ignored);
+ * out[k] = sum_j weights[j] * EMD_k(index[j]) when weights (length = selection size) is given,
+ * else the mean of EMD_k over the selection. Each EMD_k(n) is bit-identical to vdna_emd's; the
+ * sum runs over fixed blocks of neurons in a fixed order, so out is the same for any thread count.
+ * Returns VDNA_OK, VDNA_ERR_ARG (empty selection, index out of range, weight < 0 or not finite,
+ * bad counts as in vdna_emd, naming the candidate), VDNA_ERR_NOMEM.
+ * Surprise: a selected neuron with an empty histogram makes that candidate's result NaN, even with
+ * weight 0 (IEEE: 0 * NaN = NaN). Duplicate indices count twice. */
+vdna_status vdna_emd_many(const vdna_counts *reference, const vdna_counts *candidates, int64_t n_candidates,
+                          int64_t n_neurons, int64_t n_bins, const int64_t *index, int64_t n_index,
+                          const double *weights, double *out);
+
+/* ---------------------------------------------------------------- Gaussians */
+/* Per-neuron Frechet distance of two sets of 1-D Gaussians (contiguous float64 arrays of n):
+ * out[i] = (mu1-mu2)^2 + v1 + v2 - 2 sqrt(v1 v2), computed as (mu1-mu2)^2 + (sqrt v1 - sqrt v2)^2
+ * (the same value without cancellation, so never negative, and no overflow in v1*v2).
+ * Returns VDNA_OK, or VDNA_ERR_ARG for NULL pointers or a negative variance.
+ * Surprise: NaN / Inf in a mean or variance is not an error: it propagates to that neuron only. */
+vdna_status vdna_nfd(const double *mu1, const double *var1, const double *mu2, const double *var2, int64_t n,
+                     double *out);
+
+/* Frechet distance of two d-dimensional Gaussians (mu: d doubles; sigma: d x d, contiguous, only
+ * its symmetric part (S + S^T)/2 is used):
+ * ||mu1-mu2||^2 + tr S1 + tr S2 - 2 sum_i sqrt(max(lambda_i, 0)), lambda the eigenvalues of the
+ * symmetric S1^(1/2) S2 S1^(1/2), S1^(1/2) from the eigendecomposition of S1 with its negative
+ * eigenvalues clipped to 0. Computed without forming the square root: lambda are the eigenvalues
+ * of B^T S2 B for S1 = B B^T (B = Cholesky factor when S1 is positive definite, else
+ * V diag(sqrt w)); eigenvalues below the numerical-rank tolerance n * eps * max (of S1's and of
+ * the product's) count as 0. LAPACK dpotrf/dsyevd + BLAS; no complex arithmetic. Works for
+ * rank-deficient (singular) covariances. d == 0 gives 0.
+ * Returns VDNA_OK, VDNA_ERR_ARG (NULL, d < 0 or too large for 32-bit LAPACK, a non-finite input),
+ * VDNA_ERR_NOMEM, VDNA_ERR_LAPACK (the eigensolver did not converge).
+ * Surprise: the result is not clipped; for (nearly) identical inputs it may be a rounding-sized
+ * negative number. BLAS threads are the BLAS library's own, not vdna_set_num_threads'. */
+vdna_status vdna_fd(int64_t d, const double *mu1, const double *sigma1, const double *mu2, const double *sigma2,
+                    double *out);
+
+#endif /* VDNA_DISTANCE_H */
