@@ -13,6 +13,8 @@ from .version import __version__
 _LAZY = {
     "VDNAProcessor": ("vdna.processor", "VDNAProcessor"),
     "load_vdna_from_hub": ("vdna.hub", "load_vdna_from_hub"),
+    "calibrate": ("vdna.calibration", "calibrate"),
+    "rank_images": ("vdna.ranking", "rank_images"),
 }
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "distances_to",
     "get_vdna",
     "VDNAProcessor",
+    "calibrate",
+    "rank_images",
     "__version__",
 ]
 

@@ -1,0 +1,162 @@
+"""Figures: what they draw is checked against values computed here, and they are readable (titles, labels)."""
+import sys
+
+import numpy as np
+import pytest
+
+import matplotlib  # an optional extra of the package; the test extra installs it
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from dna_factory import make_dna  # noqa: E402
+from vdna import plots  # noqa: E402
+from vdna.procedural import write_image_set  # noqa: E402
+
+
+def emd_numpy(h1, h2):
+    """Reference EMD per row: sum over bins of |CDF1 - CDF2| of the normalised histograms."""
+    p = h1 / h1.sum(axis=1, keepdims=True)
+    q = h2 / h2.sum(axis=1, keepdims=True)
+    return np.abs(np.cumsum(p, axis=1) - np.cumsum(q, axis=1)).sum(axis=1)
+
+
+@pytest.fixture
+def pair():
+    rng = np.random.default_rng(7)
+    return make_dna("histogram-16", rng), make_dna("histogram-16", rng)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_neuron_histograms_draw_normalised_counts(pair, tmp_path):
+    a, b = pair
+    fig = plots.plot_neuron_histograms(a, b, neurons=[("block_1", 2), ("conv.a", 0)], labels=["ref", "other"],
+                                       save=tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 1000
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 2
+    ax = axes[0]
+    assert ax.get_title().startswith("block_1 [2]")
+    assert f"{emd_numpy(a.data['block_1'][2:3], b.data['block_1'][2:3])[0]:.3g}" in ax.get_title()
+    assert ax.get_xlabel() and ax.get_ylabel()
+    lines = ax.get_lines()
+    assert [l.get_label() for l in lines] == ["ref", "other"]
+    expected = a.data["block_1"][2] / a.data["block_1"][2].sum()
+    np.testing.assert_allclose(lines[0].get_ydata(), expected, rtol=1e-12)
+    centres = -1 + (np.arange(16) + 0.5) / 8
+    np.testing.assert_allclose(lines[0].get_xdata(), centres, rtol=1e-12)
+
+
+def test_neuron_histograms_default_picks_most_different(pair):
+    a, b = pair
+    fig = plots.plot_neuron_histograms(a, b, neurons=2)
+    emds = {(l, i): e for l in a.neurons_list for i, e in enumerate(emd_numpy(a.data[l], b.data[l]))}
+    best = sorted(emds, key=lambda k: -emds[k])[:2]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert [t.split("  ")[0] for t in titles] == [f"{l} [{i}]" for l, i in best]
+
+
+def test_layer_distances_bars_and_labels(pair, tmp_path):
+    a, b = pair
+    c = make_dna("histogram-16", np.random.default_rng(8))
+    fig = plots.plot_layer_distances(a, b, c, labels=["b", "c"], reference_label="a", save=tmp_path / "l.png")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(a.neurons_list)
+    assert "EMD" in ax.get_ylabel() and ax.get_xlabel() == "layer" and "a" in ax.get_title()
+    heights = [p.get_height() for p in ax.patches]
+    expected_b = [emd_numpy(a.data[l], b.data[l]).mean() for l in a.neurons_list]
+    expected_c = [emd_numpy(a.data[l], c.data[l]).mean() for l in a.neurons_list]
+    np.testing.assert_allclose(heights, expected_b + expected_c, rtol=1e-10)
+
+
+def test_top_neurons_sorted_bars(pair):
+    a, b = pair
+    fig = plots.plot_top_neurons(a, b, k=3)
+    ax = fig.axes[0]
+    flat = np.concatenate([emd_numpy(a.data[l], b.data[l]) for l in a.neurons_list])
+    widths = sorted((p.get_width() for p in ax.patches), reverse=True)
+    np.testing.assert_allclose(widths, np.sort(flat)[::-1][:3], rtol=1e-10)
+    assert "[" in ax.get_yticklabels()[0].get_text()
+    assert ax.get_xlabel().startswith("EMD")
+
+
+def test_gaussian_dnas_plot_as_densities(tmp_path):
+    rng = np.random.default_rng(3)
+    a, b = make_dna("gaussian", rng), make_dna("gaussian", rng)
+    fig = plots.plot_neuron_histograms(a, b, neurons=[("conv.a", 1)])
+    line = fig.axes[0].get_lines()[0]
+    x, y = line.get_xdata(), line.get_ydata()
+    mu, var = a.data["conv.a"]["mu"][1], a.data["conv.a"]["var"][1]
+    np.testing.assert_allclose(y, np.exp(-0.5 * (x - mu) ** 2 / var) / np.sqrt(2 * np.pi * var), rtol=1e-10)
+    assert "NFD" in fig.axes[0].get_title()
+    lg = make_dna("layer-gaussian", rng), make_dna("layer-gaussian", rng)
+    plots.plot_comparison(*lg, save=tmp_path / "lg.png")
+    assert (tmp_path / "lg.png").stat().st_size > 1000
+
+
+def test_comparison_page(pair, tmp_path):
+    fig = plots.plot_comparison(*pair, labels=["train", "test"], save=tmp_path / "c.png")
+    assert fig.texts and "train vs test" in fig.texts[0].get_text() or "train vs test" in fig._suptitle.get_text()
+    assert (tmp_path / "c.png").stat().st_size > 5000
+
+
+def test_ranking_grid(tmp_path):
+    folder = write_image_set(tmp_path / "imgs", 6, size=(40, 40))
+    names = sorted(str(p) for p in folder.glob("*.png"))
+    ranking = [(n, float(i)) for i, n in enumerate(names)]
+    fig = plots.plot_ranking_grid(ranking, str(folder), k=2, save=tmp_path / "g.png")
+    axes = fig.axes
+    assert len(axes) == 4
+    assert axes[0].get_title().startswith("#1") and axes[2].get_title().startswith("#5")
+    assert axes[0].get_ylabel() == "closest" and axes[2].get_ylabel() == "farthest"
+    assert axes[0].get_images()[0].get_array().shape[:2] == (40, 40)
+    with pytest.raises(ValueError, match="not in the source"):
+        plots.plot_ranking_grid([("elsewhere.png", 0.0)], str(folder))
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_ranking_grid([], str(folder))
+
+
+def test_bad_arguments(pair):
+    a, b = pair
+    with pytest.raises(ValueError, match="out of range"):
+        plots.plot_neuron_histograms(a, b, neurons=[("conv.a", 3)])
+    with pytest.raises(ValueError, match="labels"):
+        plots.plot_neuron_histograms(a, b, labels=["one"])
+    with pytest.raises(ValueError, match="at least one"):
+        plots.plot_layer_distances(a)
+    r = make_dna("activation-ranges", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="activation-ranges"):
+        plots.plot_top_neurons(r, r)
+
+
+def test_missing_matplotlib_is_a_clear_error(pair, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError, match="pip install"):
+        plots.plot_top_neurons(*pair)
+
+
+def test_fine_histograms_are_grouped_for_display():
+    rng = np.random.default_rng(11)
+    a, b = make_dna("histogram-250", rng), make_dna("histogram-250", rng)
+    fig = plots.plot_neuron_histograms(a, b, neurons=[("conv.a", 2)])
+    line = fig.axes[0].get_lines()[0]
+    counts = a.data["conv.a"][2].astype(np.float64)
+    groups = np.add.reduceat(counts, np.arange(0, 250, 3))  # ceil(250 / 100) = 3 bins per group
+    np.testing.assert_allclose(line.get_ydata(), groups / counts.sum(), rtol=1e-12)
+    centres = -1 + (np.arange(250) + 0.5) / 125
+    np.testing.assert_allclose(line.get_xdata()[:2], [centres[:3].mean(), centres[3:6].mean()], rtol=1e-12)
+    assert line.get_xdata()[-1] == pytest.approx(centres[249])  # the last group holds one bin
+
+
+def test_spiky_histograms_use_a_log_axis():
+    rng = np.random.default_rng(12)
+    a, b = make_dna("histogram-20", rng), make_dna("histogram-20", rng)
+    a.data["conv.a"][0, 0] = 100 * a.data["conv.a"][0].sum()  # like the zeros after a ReLU
+    fig = plots.plot_neuron_histograms(a, b, neurons=[("conv.a", 0), ("conv.a", 1)])
+    assert fig.axes[0].get_yscale() == "log" and "(log)" in fig.axes[0].get_ylabel()
+    assert fig.axes[1].get_yscale() == "linear"

@@ -1,0 +1,59 @@
+"""Activation ranges of an extractor: per-neuron min and max over a calibration image set.
+
+Histogram bins lie between 1.2·min and 1.2·max of each neuron (DESIGN.md), so two histogram DNAs are
+only comparable when they were binned with the same ranges. Calibrate once per extractor on a fixed
+image set, keep the file, and pass it to every run (``activation_ranges=...`` or ``vdna make --ranges``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+ACTIVATION_RANGES = "activation-ranges"
+
+
+def calibrate(source, feat_extractor_name: str = "rand_resnet50", output: Optional[str] = None, **make_vdna_kwargs):
+    """The activation-ranges DNA of ``source`` for ``feat_extractor_name``.
+
+    ``make_vdna_kwargs`` are passed to :meth:`vdna.VDNAProcessor.make_vdna` (``num_images``,
+    ``batch_size``, ``device``, ``crop_to_square_pre_resize``, ...). With ``output``, the ranges are also
+    written there in the reference JSON format (``{"mins_per_neuron": ..., "maxs_per_neuron": ...}``),
+    atomically, ready for ``activation_ranges=output``.
+    """
+    from .processor import VDNAProcessor
+    from .ranges import ActivationRanges
+
+    dist = make_vdna_kwargs.pop("distribution_name", ACTIVATION_RANGES)
+    if dist != ACTIVATION_RANGES:
+        raise ValueError(f"calibrate makes '{ACTIVATION_RANGES}' DNAs; got distribution_name={dist!r}")
+    make_vdna_kwargs.pop("activation_ranges", None)  # ranges are what is being computed
+    processor = make_vdna_kwargs.pop("processor", None) or VDNAProcessor()
+    vdna = processor.make_vdna(source, feat_extractor_name=feat_extractor_name,
+                               distribution_name=ACTIVATION_RANGES, **make_vdna_kwargs)
+    if int(vdna.num_images) == 0:
+        raise ValueError(f"no readable image in {source!r}: cannot calibrate activation ranges")
+    if output is not None:
+        write_ranges_json(ActivationRanges.from_any(vdna), output)
+    return vdna
+
+
+def write_ranges_json(ranges, path) -> None:
+    """Write activation ranges (any form ``ActivationRanges.from_any`` takes) as reference JSON, atomically."""
+    from .ranges import ActivationRanges
+
+    parsed = ActivationRanges.from_any(ranges)
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            # repr-exact floats: the file must give back exactly the ranges that were measured
+            json.dump(parsed.to_reference_json(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

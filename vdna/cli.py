@@ -1,0 +1,706 @@
+"""The ``vdna`` command (also ``python -m vdna``).
+
+Subcommands: make, compare, rank, inspect, merge, calibrate, demo, build-shim. Each one is a thin layer
+over the library: argument parsing, friendly output and one-line errors. Exit codes: 0 success,
+1 error (one line on stderr saying what went wrong and what to do; ``--debug`` shows the traceback),
+2 usage error (from argparse).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import json
+import os
+import sys
+import traceback
+import warnings
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+DEFAULT_EXTRACTOR = "rand_resnet50"  # the extractor that works offline (the library's default needs weights)
+DEFAULT_DISTRIBUTION = "histogram-1000"
+
+
+class CLIError(Exception):
+    """An error whose message is already written for the person at the terminal."""
+
+
+# ============================================================================== argument parsing
+def _default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    common.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import a Python module first (e.g. one that registers your own extractor); "
+                             "repeatable")
+    return common
+
+
+def _add_build_options(p: argparse.ArgumentParser, extractor=True, distribution=True, ranges=True) -> None:
+    """Options that say how images become a DNA (shared by make, compare, rank, calibrate)."""
+    g = p.add_argument_group("how images are processed")
+    if extractor:
+        g.add_argument("--extractor", default=None,
+                       help=f"feature extractor (default: {DEFAULT_EXTRACTOR}, or the other DNA's when comparing)")
+    if distribution:
+        g.add_argument("--distribution", default=None,
+                       help=f"histogram-B, gaussian or layer-gaussian (default: {DEFAULT_DISTRIBUTION}, "
+                            "or the other DNA's when comparing)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    g.add_argument("--batch-size", type=_positive_int, default=32, help="images per forward pass (default: 32)")
+    g.add_argument("--workers", type=_nonneg_int, default=_default_workers(),
+                   help="image decoding threads (default: %(default)s)")
+    g.add_argument("--num-images", type=int, default=-1, help="use only the first N images (default: all)")
+    g.add_argument("--shuffle", action="store_true", help="shuffle the files before taking --num-images")
+    g.add_argument("--seed", type=int, default=0, help="seed for --shuffle and --crop random (default: 0)")
+    g.add_argument("--crop", choices=("none", "center", "random"), default=None,
+                   help="crop to a square before resizing (default: none)")
+    g.add_argument("--resize", choices=("clean", "fast"), default=None,
+                   help="resize method (default: clean, the reference's)")
+    g.add_argument("--backend", choices=("auto", "libtorch", "eager"), default="auto",
+                   help="auto: the LibTorch shim when it can be built, else eager PyTorch")
+    g.add_argument("--strict", action="store_true", help="fail on an unreadable image instead of skipping it")
+    g.add_argument("--extractor-weights", default=None, metavar="PATH",
+                   help="checkpoint of the extractor's pretrained weights")
+    if ranges:
+        g.add_argument("--ranges", default=None, metavar="JSON",
+                       help="activation ranges file (reference JSON format) for histograms; "
+                            "default: the extractor's shipped or cached ranges")
+    g.add_argument("--allow-download", action="store_true",
+                   help="allow downloading missing weights or ranges (checksummed)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .version import __version__
+
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="vdna",
+        description="Visual DNA: compare images and image datasets neuron by neuron. "
+                    "Start with `vdna demo`.",
+    )
+    parser.add_argument("--version", action="version", version=f"vdna {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("make", parents=[common], help="build a DNA from images and save it",
+                       description="Build the DNA of a set of images and save it as OUT.json + OUT.npz.")
+    p.add_argument("source", help="image folder, image file, .txt list of paths, .zip archive")
+    p.add_argument("-o", "--output", required=True, help="output path (OUT.json and OUT.npz are written)")
+    p.add_argument("--sample-images", default=None, metavar="DIR",
+                   help="also save the first images as given to the extractor (after crop/resize)")
+    p.add_argument("--n-sample-images", type=_positive_int, default=5, help="how many (default: 5)")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_make)
+
+    p = sub.add_parser("compare", parents=[common], help="distance between two DNAs or image sets",
+                       description="Compare A and B (DNA files or image sources; sources are turned into DNAs "
+                                   "with the same settings as the other DNA). Prints EMD for histograms, NFD "
+                                   "for Gaussians, FD for layer-Gaussians, per layer and overall.")
+    p.add_argument("a", help="DNA (path with or without .json/.npz) or image source")
+    p.add_argument("b", help="DNA or image source")
+    p.add_argument("--layer", default=None, help="use only the neurons of this layer")
+    p.add_argument("--neuron", type=_nonneg_int, default=None, help="use only this neuron of --layer")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="per-neuron weights (.npy of all neurons in order, .npz or .json {layer: values}); "
+                        "the distance becomes sum of w * d")
+    p.add_argument("--neuron-wise", default=None, metavar="FILE",
+                   help="write every neuron's distance to FILE (.csv or .json)")
+    p.add_argument("--top", type=_nonneg_int, default=0, metavar="K", help="also list the K most different neurons")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--plot", default=None, metavar="PNG", help="save a figure of the comparison")
+    p.add_argument("--save-dnas", default=None, metavar="DIR", help="save DNAs built from image sources into DIR")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("rank", parents=[common], help="score every image against a reference DNA",
+                       description="Give every image of SOURCE its own DNA and its distance to the reference "
+                                   "DNA; lists images from most to least typical of the reference.")
+    p.add_argument("source", help="image folder, image file, .txt list of paths, .zip archive")
+    p.add_argument("--reference", required=True, help="reference DNA")
+    p.add_argument("-o", "--output", default=None, metavar="CSV", help="write all scores as CSV (rank,image,distance)")
+    p.add_argument("--top", type=_positive_int, default=5, metavar="K", help="show the K best and worst (default: 5)")
+    p.add_argument("--grid", default=None, metavar="PNG", help="save an image grid of the K best and worst matches")
+    p.add_argument("--layer", default=None, help="use only the neurons of this layer")
+    p.add_argument("--neuron", type=_nonneg_int, default=None, help="use only this neuron of --layer")
+    p.add_argument("--weights", default=None, metavar="FILE", help="per-neuron weights (as for compare)")
+    p.add_argument("--json", action="store_true", help="print all scores as JSON")
+    _add_build_options(p, extractor=False, distribution=False)
+    p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("inspect", parents=[common], help="describe a DNA file",
+                       description="Show a DNA's extractor, type, image count, skipped files, layers and format.")
+    p.add_argument("dna", help="DNA (path with or without .json/.npz)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("merge", parents=[common], help="merge DNAs of disjoint shards of one dataset",
+                       description="Merge DNAs made from disjoint parts of a dataset into the DNA of the whole.")
+    p.add_argument("dnas", nargs="+", help="two or more DNAs")
+    p.add_argument("-o", "--output", required=True, help="output path (OUT.json and OUT.npz are written)")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("calibrate", parents=[common], help="compute an extractor's activation ranges",
+                       description="Per-neuron activation min/max over SOURCE, written in the reference JSON "
+                                   "format. Histogram DNAs are only comparable when binned with the same ranges.")
+    p.add_argument("source", help="calibration images")
+    p.add_argument("-o", "--output", required=True, metavar="RANGES", help="output .json file")
+    _add_build_options(p, distribution=False, ranges=False)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("demo", parents=[common], help="a two-minute offline tour",
+                       description="Generate small procedural image sets, make their DNAs with rand_resnet50, "
+                                   "compare and rank them, write plots, and explain the numbers. Offline.")
+    p.add_argument("--out", default="vdna-demo", metavar="DIR", help="folder for the demo's files (default: ./vdna-demo)")
+    p.add_argument("--num-images", type=_positive_int, default=None, help="images per set (default: 24)")
+    p.add_argument("--bins", type=_positive_int, default=None, help="histogram bins (default: 1000)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available, else cpu)")
+    p.add_argument("--backend", choices=("auto", "libtorch", "eager"), default="eager",
+                   help="default: eager, so the demo needs no compiler and no first-use shim build")
+    p.add_argument("--no-plots", action="store_true", help="skip the figures (no matplotlib needed)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("build-shim", parents=[common], help="prebuild the LibTorch shim for the installed torch",
+                       description="Compile (or find in the cache) the LibTorch shim for the imported torch, so "
+                                   "the first run does not wait for it.")
+    p.add_argument("--cache-dir", default=None, help="folder for the built shim (default: $VDNA_HOME/shim)")
+    p.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
+    p.set_defaults(func=cmd_build_shim)
+    return parser
+
+
+# ============================================================================== entry point
+def main(argv=None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 error, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # usage errors exit with 2 here
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.command in ("compare", "rank") and args.neuron is not None and args.layer is None:
+        parser.error(f"{args.command}: --neuron needs --layer")
+    _route_warnings()
+    try:
+        for module in args.imports:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise CLIError(f"--import {module}: {exc}") from exc
+        return int(args.func(args) or EXIT_OK)
+    except KeyboardInterrupt:
+        print("vdna: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # one clear line for people; the traceback on request
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"vdna {args.command}: error: {_explain(exc, args.debug)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _explain(exc: BaseException, debug: bool) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:  # raised by the OS: "[Errno 2] ..." reads badly
+        message = f"{exc.filename}: {exc.strerror}"
+    else:
+        message = str(exc).strip() or type(exc).__name__
+    message = " ".join(message.split())  # one line
+    expected = (CLIError, ValueError, TypeError, OSError, ImportError, KeyError, RuntimeError)
+    if not isinstance(exc, expected):
+        message = f"{type(exc).__name__}: {message}"
+    if not debug and not isinstance(exc, (CLIError, ValueError, OSError, ImportError)):
+        message += " (run again with --debug for details)"
+    return message
+
+
+def _route_warnings() -> None:
+    """Warnings as one line each ("vdna: warning: ..."), without source lines."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"vdna: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
+# ============================================================================== helpers
+def _is_dna_path(path: str) -> bool:
+    if path.endswith((".json", ".npz")):
+        return True
+    return os.path.isfile(path + ".json") or os.path.isfile(path + ".npz")
+
+
+def load_dna(path: str):
+    """Load a DNA given with or without its suffix; a clear error when a file is missing."""
+    from . import load_vdna_from_files
+    from .files import pair_paths
+
+    json_path, npz_path = pair_paths(path)
+    missing = [p for p in (json_path, npz_path) if not os.path.isfile(p)]
+    if missing:
+        base = json_path[: -len(".json")]
+        if len(missing) == 2:
+            raise CLIError(f"DNA not found: {path} (expected {json_path} and {npz_path}); "
+                           f"make one with `vdna make SOURCE -o {base}`")
+        raise CLIError(f"DNA {base} is incomplete: {missing[0]} is missing (a DNA is a .json + .npz pair)")
+    return load_vdna_from_files(path)
+
+
+def _check_source_exists(source: str) -> None:
+    from .sources import listing
+
+    if not os.path.exists(source) and not listing.is_glob_pattern(source):
+        raise CLIError(f"not found: {source} (expected an image folder, image file, .txt list, .zip archive "
+                       "or a DNA path)")
+
+
+def _make_kwargs(args, extractor: str, distribution: str, data_settings=None) -> dict:
+    """make_vdna keyword arguments from the build options."""
+    crop = args.crop or (getattr(data_settings, "crop_to_square_pre_resize", None) if data_settings else None)
+    resize = args.resize or (getattr(data_settings, "resize_mode", None) if data_settings else None)
+    kwargs = dict(
+        num_images=args.num_images, shuffle_files=args.shuffle, feat_extractor_name=extractor,
+        distribution_name=distribution, seed=args.seed, batch_size=args.batch_size, device=args.device,
+        verbose=not args.quiet, num_workers=args.workers, crop_to_square_pre_resize=crop or "none",
+        resize_mode=resize or "clean", backend=args.backend, strict=args.strict, weights=args.extractor_weights,
+        allow_download=True if args.allow_download else None,
+    )
+    if getattr(args, "ranges", None):
+        kwargs["activation_ranges"] = _existing_file(args.ranges, "activation ranges file")
+    return kwargs
+
+
+def _existing_file(path: str, what: str) -> str:
+    if not os.path.isfile(path):
+        raise CLIError(f"{what} not found: {path}")
+    return path
+
+
+def _dna_kind(v) -> str:
+    return f"histogram-{v.hist_nb_bins}" if v.type == "histogram" else v.type
+
+
+def _summary(v) -> str:
+    n = sum(int(c) for c in v.neurons_list.values())
+    return f"{_dna_kind(v)}, {v.feature_extractor_name}, {v.num_images} images, {n} neurons"
+
+
+def _out_base(path: str) -> str:
+    from .files import pair_paths
+
+    return pair_paths(path)[0][: -len(".json")]
+
+
+def read_neuron_weights(path: str, vdna, layer=None, metric: str = "EMD"):
+    """Weights for the distance, as the flat array the distance functions take.
+
+    Files: .npy (one weight per selected neuron, network order; for FD one per layer), .npz or .json
+    ({layer: weights}, or for FD {layer: weight}).
+    """
+    import numpy as np
+
+    _existing_file(path, "weights file")
+    lower = path.lower()
+    try:
+        if lower.endswith(".npy"):
+            return np.load(path, allow_pickle=False)
+        if lower.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                per_layer = {k: z[k] for k in z.files}
+        elif lower.endswith(".json"):
+            with open(path, "r", encoding="utf-8") as f:
+                obj = json.load(f)
+            if not isinstance(obj, dict):
+                return np.asarray(obj, dtype=np.float64)
+            per_layer = {str(k): np.asarray(v, dtype=np.float64) for k, v in obj.items()}
+        else:
+            raise CLIError(f"weights file {path}: use .npy (one weight per neuron, network order), .npz or .json "
+                           "({layer: [weights]})")
+    except (ValueError, OSError) as exc:
+        raise CLIError(f"weights file {path}: cannot be read ({exc})") from exc
+    layers = [layer] if layer is not None else list(vdna.neurons_list)
+    missing = [l for l in layers if l not in per_layer]
+    if missing:
+        raise CLIError(f"weights file {path} has no weights for layer(s) {missing}")
+    return np.concatenate([np.asarray(per_layer[l], dtype=np.float64).reshape(-1) for l in layers])
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _save_figure(fig, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+# ============================================================================== commands
+def cmd_make(args) -> int:
+    from .processor import VDNAProcessor
+
+    _check_source_exists(args.source)
+    kwargs = _make_kwargs(args, args.extractor or DEFAULT_EXTRACTOR, args.distribution or DEFAULT_DISTRIBUTION)
+    if args.sample_images:
+        kwargs.update(save_sample_images=args.sample_images, n_sample_images=args.n_sample_images)
+    v = VDNAProcessor().make_vdna(args.source, **kwargs)
+    if v.num_images == 0:
+        raise CLIError(f"no readable image in {args.source}; nothing was saved")
+    base = _out_base(args.output)
+    v.save(base)
+    print(f"wrote {base}.json and {base}.npz ({_summary(v)})")
+    return EXIT_OK
+
+
+def _dna_or_source(path: str, other, args, label: str):
+    """A DNA loaded from ``path``, or built from the image source at ``path`` (settings from ``other``)."""
+    from .processor import VDNAProcessor
+
+    if _is_dna_path(path):
+        return load_dna(path)
+    _check_source_exists(path)
+    extractor = args.extractor or (other.feature_extractor_name if other is not None else DEFAULT_EXTRACTOR)
+    distribution = args.distribution or (_dna_kind(other) if other is not None else DEFAULT_DISTRIBUTION)
+    if other is not None and (extractor != other.feature_extractor_name or distribution != _dna_kind(other)):
+        raise CLIError(f"{label} would be built with {extractor}/{distribution} but the other DNA is "
+                       f"{other.feature_extractor_name}/{_dna_kind(other)}; drop --extractor/--distribution")
+    v = VDNAProcessor().make_vdna(path, **_make_kwargs(args, extractor, distribution,
+                                                       other.data_settings_used if other is not None else None))
+    if v.num_images == 0:
+        raise CLIError(f"no readable image in {path}")
+    if args.save_dnas:
+        base = os.path.join(args.save_dnas, label)
+        v.save(base)
+        print(f"saved the DNA of {path} to {base}.json/.npz", file=sys.stderr)
+    return v
+
+
+def cmd_compare(args) -> int:
+    from .ranking import distance, layer_distances, metric_name, neuron_distances, rank_neurons
+
+    a_is_dna, b_is_dna = _is_dna_path(args.a), _is_dna_path(args.b)
+    a = _dna_or_source(args.a, None, args, "A") if a_is_dna or not b_is_dna else None
+    b = _dna_or_source(args.b, a, args, "B")
+    if a is None:
+        a = _dna_or_source(args.a, b, args, "A")
+    metric = metric_name(a)
+    weights = read_neuron_weights(args.weights, a, args.layer, metric) if args.weights else None
+    if args.neuron is not None and weights is not None:
+        raise CLIError("--weights cannot be combined with --neuron (a single neuron)")
+    if args.layer is not None:
+        a.check_layer(args.layer)
+        if args.neuron is not None:
+            a.check_neuron(args.layer, args.neuron)
+    name, value = distance(a, b, use_neurons_from_layer=args.layer, use_neuron_index=args.neuron, weights=weights)
+    _, per_layer = layer_distances(a, b)
+    if args.layer is not None:
+        per_layer = {args.layer: per_layer[args.layer]}
+    top = rank_neurons(a, b, args.top, use_neurons_from_layer=args.layer) if args.top else []
+
+    if args.neuron_wise:
+        nw_metric, values = neuron_distances(a, b, use_neurons_from_layer=args.layer)
+        _write_neuron_wise(args.neuron_wise, nw_metric, values)
+
+    result = {
+        "metric": name,
+        "distance": value,
+        "layer": args.layer,
+        "neuron": args.neuron,
+        "weighted": weights is not None,
+        "layers": per_layer,
+        "most_different_neurons": [{"layer": l, "neuron": i, "distance": d} for l, i, d in top],
+        "a": _dna_json(a, args.a),
+        "b": _dna_json(b, args.b),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_comparison(result, a, metric)
+    if args.neuron_wise and not args.json:
+        print(f"per-neuron distances written to {args.neuron_wise}")
+    if args.plot:
+        from .plots import plot_comparison
+
+        _save_figure(plot_comparison(a, b, labels=(_label(args.a), _label(args.b)), layer=args.layer), args.plot)
+        if not args.json:
+            print(f"figure written to {args.plot}")
+    return EXIT_OK
+
+
+def _label(path: str) -> str:
+    return os.path.basename(os.path.normpath(path)) or path
+
+
+def _dna_json(v, path: str) -> dict:
+    return {"path": path, "type": _dna_kind(v), "extractor": v.feature_extractor_name, "num_images": int(v.num_images)}
+
+
+_METRIC_HELP = {
+    "EMD": "Earth Mover's Distance between per-neuron histograms, in bins (0 = identical)",
+    "NFD": "Frechet distance between per-neuron Gaussians (0 = identical)",
+    "FD": "Frechet distance between per-layer Gaussians (FID-like; 0 = identical)",
+}
+
+
+def _print_comparison(result: dict, a, metric: str) -> None:
+    print(f"A: {result['a']['path']}  ({result['a']['type']}, {result['a']['extractor']}, "
+          f"{result['a']['num_images']} images)")
+    print(f"B: {result['b']['path']}  ({result['b']['type']}, {result['b']['extractor']}, "
+          f"{result['b']['num_images']} images)")
+    print(f"{metric}: {_METRIC_HELP[metric]}")
+    print()
+    width = max(len("layer"), *(len(l) for l in result["layers"]))
+    print(f"  {'layer':<{width}}  {'neurons':>7}  {metric:>12}")
+    for layer, v in result["layers"].items():
+        print(f"  {layer:<{width}}  {a.neurons_list[layer]:>7}  {v:>12.6f}")
+    print()
+    if result["neuron"] is not None:
+        what = f"{result['metric']} of neuron {result['neuron']} of layer {result['layer']}"
+    elif result["layer"] is not None:
+        what = f"{result['metric']} over layer {result['layer']}"
+    else:
+        n = sum(int(c) for c in a.neurons_list.values())
+        what = f"{result['metric']} over all {n} neurons" if metric != "FD" else "FD, mean over layers"
+    if result["weighted"]:
+        what = "weighted " + what + " (sum of w * d)"
+    print(f"{what}: {result['distance']:.6f}")
+    if result["most_different_neurons"]:
+        print()
+        print(f"most different neurons ({metric if metric != 'FD' else 'NFD'}):")
+        for row in result["most_different_neurons"]:
+            print(f"  {row['layer']}[{row['neuron']}]  {row['distance']:.6f}")
+
+
+def _write_neuron_wise(path: str, metric: str, values: dict) -> None:
+    lower = path.lower()
+    if lower.endswith(".json"):
+        text = json.dumps({"metric": metric, "layers": {l: [float(x) for x in v] for l, v in values.items()}})
+    elif lower.endswith(".csv"):
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["layer", "neuron", metric])
+        for layer, v in values.items():
+            for i, x in enumerate(v):
+                w.writerow([layer, i, repr(float(x))])
+        text = buf.getvalue()
+    else:
+        raise CLIError(f"--neuron-wise {path}: use a .csv or .json file name")
+    _write_text_atomic(path, text)
+
+
+def cmd_rank(args) -> int:
+    from .ranking import rank_images
+
+    reference = load_dna(args.reference)
+    _check_source_exists(args.source)
+    if args.layer is not None:
+        reference.check_layer(args.layer)
+        if args.neuron is not None:
+            reference.check_neuron(args.layer, args.neuron)
+    neuron_weights = None
+    if args.weights:
+        from .ranking import metric_name
+
+        neuron_weights = read_neuron_weights(args.weights, reference, args.layer, metric_name(reference))
+    if args.output and not args.output.lower().endswith(".csv"):
+        raise CLIError(f"-o {args.output}: the scores file must be a .csv")
+    ranking = rank_images(
+        args.source, reference, num_images=args.num_images, batch_size=args.batch_size, device=args.device,
+        num_workers=args.workers, crop_to_square_pre_resize=args.crop, resize_mode=args.resize,
+        backend=args.backend, strict=args.strict, weights=args.extractor_weights,
+        activation_ranges=_existing_file(args.ranges, "activation ranges file") if args.ranges else None,
+        allow_download=True if args.allow_download else None, use_neurons_from_layer=args.layer,
+        use_neuron_index=args.neuron, neuron_weights=neuron_weights,
+        seed=args.seed, verbose=not args.quiet,
+    )
+    from .ranking import metric_name
+
+    metric = metric_name(reference)
+    if args.output:
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["rank", "image", metric])
+        for i, (name, d) in enumerate(ranking, 1):
+            w.writerow([i, name, repr(d)])
+        _write_text_atomic(args.output, buf.getvalue())
+    if args.json:
+        print(json.dumps({"metric": metric, "reference": args.reference,
+                          "ranking": [{"image": n, "distance": d} for n, d in ranking]}, indent=2))
+    else:
+        k = min(args.top, len(ranking))
+        print(f"{len(ranking)} images ranked by {metric} to {args.reference} (smaller = more typical)")
+        print(f"closest {k}:")
+        for i, (name, d) in enumerate(ranking[:k], 1):
+            print(f"  {i:>5}  {d:12.6f}  {name}")
+        print(f"farthest {k}:")
+        for i, (name, d) in enumerate(ranking[-k:], len(ranking) - k + 1):
+            print(f"  {i:>5}  {d:12.6f}  {name}")
+        if args.output:
+            print(f"all scores written to {args.output}")
+    if args.grid:
+        from .plots import plot_ranking_grid
+
+        _save_figure(plot_ranking_grid(ranking, args.source, k=args.top, metric=metric), args.grid)
+        if not args.json:
+            print(f"image grid written to {args.grid}")
+    return EXIT_OK
+
+
+def describe_dna(path: str) -> dict:
+    """What ``vdna inspect`` shows, as a dict."""
+    from .files import pair_paths
+
+    v = load_dna(path)
+    json_path, npz_path = pair_paths(path)
+    with open(json_path, "r", encoding="utf-8") as f:
+        raw = json.load(f)
+    ours = raw.get("vdna") if isinstance(raw.get("vdna"), dict) else None
+    nan_counts = {l: int(c) for l, c in (v.meta.get("nan_counts") or {}).items()}
+    return {
+        "path": json_path[: -len(".json")],
+        "name": v.name,
+        "type": _dna_kind(v),
+        "extractor": v.feature_extractor_name,
+        "num_images": int(v.num_images),
+        "skipped_files": list(v.meta.get("skipped_files") or []),
+        "nan_values": sum(nan_counts.values()),
+        "layers": {l: int(c) for l, c in v.neurons_list.items()},
+        "neurons": sum(int(c) for c in v.neurons_list.values()),
+        "format": ("vdna format %s (readable by the reference package 0.1.1)" % ours.get("format_version"))
+        if ours else "reference vdna 0.1.1 format",
+        "written_by": f"vdna {raw.get('vdna_version', '?')}",
+        "time_of_compute": raw.get("time_of_compute"),
+        "files": {"json": os.path.getsize(json_path), "npz": os.path.getsize(npz_path)},
+        "source": getattr(v.data_settings_used, "source", None) if isinstance(
+            getattr(v.data_settings_used, "source", None), str) else None,
+    }
+
+
+def cmd_inspect(args) -> int:
+    info = describe_dna(args.dna)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    rows = [
+        ("DNA", info["path"]),
+        ("type", info["type"]),
+        ("extractor", info["extractor"]),
+        ("images", str(info["num_images"])),
+        ("skipped files", str(len(info["skipped_files"]))),
+        ("NaN values", str(info["nan_values"])),
+        ("source", info["source"] or "-"),
+        ("computed", str(info["time_of_compute"] or "-")),
+        ("format", f"{info['format']}, written by {info['written_by']}"),
+        ("files", f"{info['files']['json']} B json + {info['files']['npz']} B npz"),
+        ("layers", f"{len(info['layers'])} layers, {info['neurons']} neurons"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    lw = max(len(l) for l in info["layers"])
+    for layer, count in info["layers"].items():
+        print(f"  {layer:<{lw}}  {count:>6}")
+    for item in info["skipped_files"][:10]:
+        name, reason = (item.get("name"), item.get("reason")) if isinstance(item, dict) else (item, "")
+        print(f"skipped: {name}" + (f" ({reason})" if reason else ""))
+    if len(info["skipped_files"]) > 10:
+        print(f"... and {len(info['skipped_files']) - 10} more skipped files")
+    return EXIT_OK
+
+
+def cmd_merge(args) -> int:
+    if len(args.dnas) < 2:
+        raise CLIError("merge needs at least two DNAs")
+    merged = None
+    for path in args.dnas:
+        v = load_dna(path)
+        try:
+            merged = v if merged is None else merged.merge(v)
+        except ValueError as exc:
+            raise CLIError(f"cannot merge {path}: {exc}") from exc
+    base = _out_base(args.output)
+    merged.save(base)
+    print(f"wrote {base}.json and {base}.npz ({_summary(merged)}, merged from {len(args.dnas)} DNAs)")
+    return EXIT_OK
+
+
+def cmd_calibrate(args) -> int:
+    from .calibration import calibrate
+
+    _check_source_exists(args.source)
+    if not args.output.lower().endswith(".json"):
+        raise CLIError(f"-o {args.output}: the ranges file must be a .json")
+    kwargs = _make_kwargs(args, args.extractor or DEFAULT_EXTRACTOR, "activation-ranges")
+    extractor = kwargs.pop("feat_extractor_name")
+    kwargs.pop("distribution_name")
+    v = calibrate(args.source, extractor, output=args.output, **kwargs)
+    n = sum(int(c) for c in v.neurons_list.values())
+    print(f"wrote {args.output} (activation ranges of {n} neurons of {extractor}, from {v.num_images} images)")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    kwargs = {}
+    if args.num_images is not None:
+        kwargs["num_images"] = args.num_images
+    if args.bins is not None:
+        kwargs["bins"] = args.bins
+    run_demo(args.out, device=args.device, backend=args.backend, plots=not args.no_plots, **kwargs)
+    return EXIT_OK
+
+
+def cmd_build_shim(args) -> int:
+    from .backends import build
+
+    try:
+        path = build.build_shim(args.cache_dir, force=args.force)
+    except build.ShimBuildError as exc:
+        detail = str(exc).splitlines()
+        if len(detail) > 1:  # the compiler's output: worth reading in full
+            print("\n".join(detail[1:]), file=sys.stderr)
+        raise CLIError(f"cannot build the LibTorch shim: {detail[0] if detail else exc}; the eager PyTorch "
+                       "backend still works (--backend eager)") from exc
+    print(f"LibTorch shim ready: {path}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Figures for DNAs (matplotlib, an optional dependency: ``pip install vdna[plots]``).
+
+Every function returns a ``matplotlib.figure.Figure`` (shown inline in notebooks) and saves it when
+given ``save="file.png"``:
+
+- :func:`plot_neuron_histograms`: the distributions of chosen neurons in two DNAs, overlaid;
+- :func:`plot_layer_distances`: the distance of each layer, for one or more comparisons;
+- :func:`plot_top_neurons`: the neurons whose distributions differ most;
+- :func:`plot_comparison`: the three above on one page (``vdna compare --plot``);
+- :func:`plot_ranking_grid`: the best and worst matching images of a ranking (paper Fig. 4).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+_UNITS = {"EMD": "EMD (bins)", "NFD": "NFD", "FD": "FD"}
+
+
+def _pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("plots need matplotlib: `pip install matplotlib` (or `pip install vdna[plots]`)") from exc
+    return plt
+
+
+def _finish(fig, save):
+    if save is not None:
+        save = os.fspath(save)
+        os.makedirs(os.path.dirname(os.path.abspath(save)), exist_ok=True)
+        fig.savefig(save, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def _labels(labels, n, default=("A", "B", "C", "D", "E", "F")):
+    if labels is None:
+        return [v for v in default[:n]] if n <= len(default) else [f"DNA {i}" for i in range(n)]
+    labels = [str(l) for l in labels]
+    if len(labels) != n:
+        raise ValueError(f"expected {n} labels, got {len(labels)}")
+    return labels
+
+
+def _parse_neurons(a, b, neurons) -> list:
+    """[(layer, index), ...] from an int k (the k most different, or the first k of a single DNA) or a list."""
+    from .ranking import rank_neurons
+
+    if isinstance(neurons, (int, np.integer)) and not isinstance(neurons, bool):
+        if int(neurons) < 1:
+            raise ValueError(f"neurons must be >= 1 or a list of (layer, index), got {neurons}")
+        if b is None:
+            out = []
+            for layer, count in a.neurons_list.items():
+                out.extend((layer, i) for i in range(int(count)))
+                if len(out) >= int(neurons):
+                    break
+            return out[: int(neurons)]
+        return [(layer, idx) for layer, idx, _ in rank_neurons(a, b, int(neurons))]
+    parsed = []
+    for item in neurons:
+        if not (isinstance(item, (tuple, list)) and len(item) >= 2):
+            raise ValueError(f"neurons must be (layer, index) pairs, got {item!r}")
+        parsed.append((str(item[0]), a.check_neuron(str(item[0]), int(item[1]))))
+    if not parsed:
+        raise ValueError("no neuron to plot")
+    return parsed
+
+
+def _neuron_curve(v, layer: str, idx: int, display_bins: int = 100):
+    """(x, y, kind) of one neuron's distribution: normalised histogram, or a Gaussian's (mean, variance).
+
+    Histograms finer than ``display_bins`` are summed into groups of adjacent bins for display (a
+    1000-bin histogram of a few images is mostly sampling noise at full resolution).
+    """
+    if v.type == "histogram":
+        counts = np.asarray(v.get_neuron_dist(layer, idx), dtype=np.float64).reshape(-1)
+        bins = counts.shape[0]
+        x = -1.0 + (np.arange(bins) + 0.5) * (2.0 / bins)
+        if display_bins and bins > display_bins:
+            group = -(-bins // int(display_bins))
+            starts = np.arange(0, bins, group)
+            sizes = np.diff(np.append(starts, bins))
+            counts = np.add.reduceat(counts, starts)
+            x = np.add.reduceat(x, starts) / sizes
+        total = counts.sum()
+        return x, (counts / total if total > 0 else counts), "histogram"
+    if v.type in ("gaussian", "layer-gaussian"):
+        d = v.get_neuron_dist(layer, idx)
+        mu = float(d["mu"])
+        var = float(d["var"] if "var" in d else d["sigma"])
+        return mu, max(var, 0.0), "gaussian"
+    raise ValueError(f"cannot plot neuron distributions of a '{v.type}' DNA")
+
+
+def _spiky(ys) -> bool:
+    """True when one bin dwarfs the rest (e.g. the zeros after a ReLU): then a log axis shows both."""
+    for y in ys:
+        nonzero = np.sort(y[y > 0])
+        if nonzero.size >= 2 and (nonzero[-1] > 5 * nonzero[-2] or nonzero[-1] > 10 * np.median(nonzero)):
+            return True
+    return False
+
+
+def _draw_neuron(ax, dnas, names, layer: str, idx: int) -> None:
+    """Overlay one neuron's distribution in each DNA on ``ax``, with axis labels and a legend."""
+    curves = [_neuron_curve(v, layer, idx) for v in dnas]
+    if curves[0][2] == "histogram":
+        log = _spiky([y for _, y, _ in curves])
+        for (x, y, _), name, colour in zip(curves, names, _COLOURS):
+            if not log:
+                ax.fill_between(x, y, step="mid", alpha=0.3, color=colour, linewidth=0)
+            ax.step(x, y, where="mid", color=colour, linewidth=1.0, label=name)
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("normalised activation")
+        ax.set_ylabel("fraction of activations" + (" (log)" if log else ""))
+    else:
+        sds = [max(np.sqrt(var), 1e-9) for _, var, _ in curves]
+        lo = min(mu - 4 * sd for (mu, _, _), sd in zip(curves, sds))
+        hi = max(mu + 4 * sd for (mu, _, _), sd in zip(curves, sds))
+        xs = np.linspace(lo, hi, 400)
+        for (mu, _, _), sd, name, colour in zip(curves, sds, names, _COLOURS):
+            ax.plot(xs, np.exp(-0.5 * ((xs - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi)), color=colour, label=name)
+        ax.set_xlabel("activation (image mean)")
+        ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+
+
+def plot_neuron_histograms(a, b=None, neurons: Union[int, Sequence[Tuple[str, int]]] = 4,
+                           labels: Optional[Sequence[str]] = None, cols: int = 4, save=None):
+    """Overlay the distributions of chosen neurons in ``a`` (and ``b``).
+
+    ``neurons``: a list of ``(layer, index)``, or an int k: the k neurons that differ most between
+    ``a`` and ``b`` (the first k neurons when ``b`` is None). Histograms are drawn as fractions of
+    activations per bin over the normalised range [-1, 1] (adjacent bins summed down to at most 100
+    for display; a log axis when one bin dwarfs the others, such as the zeros after a ReLU);
+    Gaussian DNAs as densities.
+    """
+    from .ranking import metric_function, metric_name
+
+    plt = _pyplot()
+    dnas = [a] if b is None else [a, b]
+    names = _labels(labels, len(dnas))
+    chosen = _parse_neurons(a, b, neurons)
+    cols = max(1, min(int(cols), len(chosen)))
+    rows = (len(chosen) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
+    metric = metric_name(a, neuron_wise=True) if b is not None else None
+    for ax, (layer, idx) in zip(axes.flat, chosen):
+        _draw_neuron(ax, dnas, names, layer, idx)
+        title = f"{layer} [{idx}]"
+        if metric is not None:
+            title += f"  {metric} {float(metric_function(metric)(a, b, layer, idx)):.3g}"
+        ax.set_title(title, fontsize=10)
+    for ax in list(axes.flat)[len(chosen):]:
+        ax.set_visible(False)
+    fig.suptitle("Neuron distributions" + (f": {names[0]} vs {names[1]}" if b is not None else f": {names[0]}"))
+    fig.tight_layout()
+    return _finish(fig, save)
+
+
+def plot_layer_distances(reference, *others, labels: Optional[Sequence[str]] = None, reference_label: str = "A",
+                         ax=None, save=None):
+    """Bar chart of the distance of every layer between ``reference`` and each of ``others``.
+
+    ``labels`` name the other DNAs (legend). Layers are on the x axis in network order.
+    """
+    from .ranking import layer_distances
+
+    if not others:
+        raise ValueError("plot_layer_distances needs at least one DNA to compare with the reference")
+    plt = _pyplot()
+    names = _labels(labels, len(others), default=("B", "C", "D", "E", "F", "G"))
+    series = []
+    metric = None
+    for other in others:
+        metric, values = layer_distances(reference, other)
+        series.append(values)
+    layers = list(series[0])
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(layers) * len(others) + 2), 3.8))
+    width = 0.8 / len(series)
+    x = np.arange(len(layers))
+    for i, (values, name) in enumerate(zip(series, names)):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, [values[l] for l in layers], width, label=name,
+               color=_COLOURS[i % len(_COLOURS)])
+    ax.set_xticks(x)
+    ax.set_xticklabels(layers, rotation=60, ha="right", fontsize=8)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(_UNITS[metric] + (" (mean over neurons)" if metric != "FD" else ""))
+    ax.set_title(f"Per-layer {metric} to {reference_label}")
+    ax.legend()
+    if fig is None:
+        return ax.figure
+    fig.tight_layout()
+    return _finish(fig, save)
+
+
+def plot_top_neurons(a, b, k: int = 20, use_neurons_from_layer: Optional[str] = None, ax=None, save=None):
+    """Horizontal bars of the ``k`` neurons whose distributions differ most between ``a`` and ``b``."""
+    from .ranking import metric_name, rank_neurons
+
+    plt = _pyplot()
+    top = rank_neurons(a, b, k, use_neurons_from_layer=use_neurons_from_layer)
+    metric = metric_name(a, neuron_wise=True)
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.0, 0.28 * len(top) + 1.4))
+    names = [f"{layer} [{idx}]" for layer, idx, _ in top]
+    ax.barh(np.arange(len(top))[::-1], [d for _, _, d in top], color=_COLOURS[1])
+    ax.set_yticks(np.arange(len(top))[::-1])
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlabel(_UNITS[metric])
+    ax.set_ylabel("neuron (layer [index])")
+    where = f" of {use_neurons_from_layer}" if use_neurons_from_layer else ""
+    ax.set_title(f"The {len(top)} most different neurons{where}")
+    if fig is None:
+        return ax.figure
+    fig.tight_layout()
+    return _finish(fig, save)
+
+
+def plot_comparison(a, b, labels: Optional[Sequence[str]] = None, layer: Optional[str] = None, k: int = 15,
+                    n_histograms: int = 4, save=None):
+    """One page: per-layer distances, the most different neurons, and their distributions overlaid."""
+    plt = _pyplot()
+    names = _labels(labels, 2)
+    fig = plt.figure(figsize=(13, 9.5), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.15, 1])
+    ax_layers, ax_top = top.subplots(1, 2, width_ratios=[1.4, 1])
+    plot_layer_distances(a, b, labels=[names[1]], reference_label=names[0], ax=ax_layers)
+    plot_top_neurons(a, b, k, use_neurons_from_layer=layer, ax=ax_top)
+    from .ranking import metric_name, rank_neurons
+
+    chosen = rank_neurons(a, b, n_histograms, use_neurons_from_layer=layer)
+    axes = np.atleast_1d(bottom.subplots(1, len(chosen)))
+    for ax, (lay, idx, dist) in zip(axes, chosen):
+        _draw_neuron(ax, (a, b), names, lay, idx)
+        ax.set_title(f"{lay} [{idx}]  {metric_name(a, neuron_wise=True)} {dist:.3g}", fontsize=10)
+    bottom.suptitle("Distributions of the most different neurons")
+    fig.suptitle(f"{names[0]} vs {names[1]}", fontsize=14)
+    return _finish(fig, save)
+
+
+def plot_ranking_grid(ranking: Sequence[Tuple[str, float]], source, k: int = 5, metric: str = "EMD",
+                      thumb: int = 160, save=None):
+    """Two rows of thumbnails: the ``k`` images closest to the reference and the ``k`` farthest.
+
+    ``ranking`` is the list returned by :func:`vdna.ranking.rank_images`; ``source`` the image source
+    it was computed on (images are looked up by name).
+    """
+    from .sources import open_source, to_rgb
+
+    plt = _pyplot()
+    ranking = list(ranking)
+    if not ranking:
+        raise ValueError("the ranking is empty")
+    k = max(1, min(int(k), len(ranking)))
+    src = open_source(source)
+    index = {name: i for i, name in enumerate(src.names)}
+    rows = [("closest", list(enumerate(ranking[:k], 1))),
+            ("farthest", list(enumerate(ranking[-k:], len(ranking) - k + 1)))]
+    fig, axes = plt.subplots(2, k, figsize=(2.3 * k, 5.4), squeeze=False)
+    for r, (row_name, items) in enumerate(rows):
+        for c, (rank, (name, dist)) in enumerate(items):
+            ax = axes[r, c]
+            if name not in index:
+                raise ValueError(f"image {name!r} of the ranking is not in the source")
+            ax.imshow(_thumbnail(to_rgb(src.read(index[name])), thumb))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"#{rank}  {metric} {dist:.3g}", fontsize=9)
+            ax.set_xlabel(_short(name), fontsize=7)
+        axes[r, 0].set_ylabel(row_name, fontsize=11)
+    close = getattr(src, "close", None)
+    if close is not None:
+        close()
+    fig.suptitle(f"Images ranked by {metric} to the reference DNA (top: most typical, bottom: least)")
+    fig.tight_layout()
+    return _finish(fig, save)
+
+
+def _short(name: str, width: int = 30) -> str:
+    """The file name and its folder ("close/img_00003.png"), shortened from the left to ``width``."""
+    path = name.split(":")[-1].replace(os.sep, "/")
+    base = "/".join(path.rstrip("/").split("/")[-2:]) or name
+    return base if len(base) <= width else "..." + base[-(width - 3):]
+
+
+def _thumbnail(img, size: int) -> np.ndarray:
+    from PIL import Image
+
+    if not isinstance(img, Image.Image):
+        img = Image.fromarray(np.asarray(img))
+    img = img.copy()
+    img.thumbnail((size, size))
+    return np.asarray(img)

@@ -1,0 +1,204 @@
+"""Ranking by distance: images against a reference DNA, neurons between two DNAs, per-layer breakdowns.
+
+``rank_images`` gives every image of a source its own DNA (same extractor, distribution, bins and
+activation ranges as the reference) and compares them all with the reference; the distance of one
+image says how typical it is of the reference dataset (paper Sec. 5, Fig. 4). Per-image DNAs are
+built from batched forward passes by resetting one :class:`vdna.Accumulator` per image, and compared in
+chunks whose size is bounded in bytes, so memory does not grow with the number of images.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+# The distance that fits each DNA type (neuron-wise, and for the whole DNA).
+_NEURON_METRIC = {"histogram": "EMD", "gaussian": "NFD", "layer-gaussian": "NFD"}
+_DNA_METRIC = {"histogram": "EMD", "gaussian": "NFD", "layer-gaussian": "FD"}
+
+
+def metric_name(vdna, neuron_wise: bool = False) -> str:
+    """"EMD", "NFD" or "FD": the distance used for a DNA of this type.
+
+    Layer-Gaussian DNAs are compared with FD as a whole, and with NFD (their diagonal) neuron by neuron.
+    Activation-range DNAs cannot be compared (ValueError).
+    """
+    table = _NEURON_METRIC if neuron_wise else _DNA_METRIC
+    if vdna.type not in table:
+        raise ValueError(
+            f"a DNA of type '{vdna.type}' cannot be compared; make a 'histogram-B', 'gaussian' or "
+            "'layer-gaussian' DNA instead"
+        )
+    return table[vdna.type]
+
+
+def metric_function(name: str):
+    """The distance function of the package named ``name`` ("EMD", "NFD", "FD")."""
+    import vdna
+
+    return {"EMD": vdna.EMD, "NFD": vdna.NFD, "FD": vdna.FD}[name]
+
+
+def distance(a, b, use_neurons_from_layer=None, use_neuron_index=None, weights=None) -> Tuple[str, float]:
+    """(metric name, value) of the distance that fits the DNAs' type."""
+    name = metric_name(a)
+    value = metric_function(name)(a, b, use_neurons_from_layer=use_neurons_from_layer,
+                                  use_neuron_index=use_neuron_index, weights=weights)
+    return name, float(value)
+
+
+def layer_distances(a, b) -> Tuple[str, Dict[str, float]]:
+    """(metric name, {layer: distance}) in network order."""
+    name = metric_name(a)
+    fn = metric_function(name)
+    return name, {layer: float(fn(a, b, use_neurons_from_layer=layer)) for layer in a.neurons_list}
+
+
+def neuron_distances(a, b, use_neurons_from_layer: Optional[str] = None) -> Tuple[str, Dict[str, np.ndarray]]:
+    """(metric name, {layer: per-neuron distances}) (EMD for histograms, NFD for Gaussians)."""
+    name = metric_name(a, neuron_wise=True)
+    values = metric_function(name)(a, b, use_neurons_from_layer=use_neurons_from_layer, return_neuron_wise=True)
+    return name, {layer: np.asarray(v, dtype=np.float64).reshape(-1) for layer, v in values.items()}
+
+
+def rank_neurons(a, b, top_k: int = 10, use_neurons_from_layer: Optional[str] = None,
+                 most_different: bool = True) -> List[Tuple[str, int, float]]:
+    """The ``top_k`` neurons whose distributions differ most (or least) between two DNAs.
+
+    Returns ``[(layer, neuron index, distance), ...]``, most different first (or least different first
+    with ``most_different=False``). Ties keep network order.
+    """
+    if int(top_k) < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    _, values = neuron_distances(a, b, use_neurons_from_layer)
+    layers = [layer for layer in values for _ in range(values[layer].shape[0])]
+    index = np.concatenate([np.arange(values[layer].shape[0]) for layer in values])
+    flat = np.concatenate([values[layer] for layer in values])
+    order = np.argsort(-flat if most_different else flat, kind="stable")[: int(top_k)]
+    return [(layers[i], int(index[i]), float(flat[i])) for i in order]
+
+
+def _image_dna_bytes(reference) -> int:
+    """Approximate memory of one per-image DNA of the reference's type."""
+    n = sum(int(c) for c in reference.neurons_list.values())
+    if reference.type == "histogram":
+        return 8 * n * int(reference.hist_nb_bins)
+    if reference.type == "layer-gaussian":
+        return 8 * sum(int(c) * (int(c) + 1) for c in reference.neurons_list.values())
+    return 16 * n
+
+
+def rank_images(
+    source,
+    reference,
+    *,
+    num_images: int = -1,
+    batch_size: int = 32,
+    device: Optional[str] = None,
+    num_workers: int = 4,
+    crop_to_square_pre_resize: Optional[str] = None,
+    resize_mode: Optional[str] = None,
+    backend: str = "auto",
+    strict: bool = False,
+    weights=None,
+    activation_ranges=None,
+    allow_download: Optional[bool] = None,
+    use_neurons_from_layer: Optional[str] = None,
+    use_neuron_index: Optional[int] = None,
+    neuron_weights=None,
+    seed: int = 0,
+    max_chunk_bytes: int = 256 * 2**20,
+    verbose: bool = False,
+    processor=None,
+) -> List[Tuple[str, float]]:
+    """Distance of every image of ``source`` to the ``reference`` DNA, closest first.
+
+    Each image gets a DNA of the reference's kind (extractor, distribution and bins, activation
+    ranges); the distance is EMD for histograms, NFD for Gaussians, FD for layer-Gaussians (whose
+    per-image covariance is zero). ``crop_to_square_pre_resize`` and ``resize_mode`` default to the
+    settings recorded in the reference. ``weights``/``activation_ranges``/``allow_download`` locate the
+    extractor's assets as in ``make_vdna``; ``neuron_weights`` weights neurons in the distance (paper
+    Eq. 5). Unreadable images are skipped with a warning (or raise with ``strict=True``).
+
+    Returns ``[(image name, distance), ...]`` sorted by increasing distance (ties keep source order).
+    """
+    from . import distances_to
+    from .accumulator import Accumulator
+    from .processor import VDNAProcessor, resolve_device
+    from .sources import iter_batches, open_source
+
+    metric = metric_name(reference)  # rejects activation-range references early
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if crop_to_square_pre_resize is None:
+        crop_to_square_pre_resize = getattr(reference.data_settings_used, "crop_to_square_pre_resize", "none")
+    if resize_mode is None:
+        resize_mode = reference.meta.get("resize_mode") or getattr(reference.data_settings_used, "resize_mode", "clean")
+    distribution = f"histogram-{reference.hist_nb_bins}" if reference.type == "histogram" else reference.type
+
+    proc = processor if processor is not None else VDNAProcessor()
+    dev = resolve_device(device)
+    extractor = proc.get_extractor(reference.feature_extractor_name, weights=weights, allow_download=allow_download)
+    be = proc.get_backend(extractor, dev, backend)
+    info = extractor.info
+    if dict(info.neurons_per_layer) != dict(reference.neurons_list):
+        raise ValueError(
+            f"the reference DNA's neurons do not match extractor '{info.name}' (was it made with another "
+            "version of the extractor?)"
+        )
+    ranges = activation_ranges
+    if ranges is None and reference.type == "histogram":
+        ranges = extractor.activation_ranges()
+    acc = Accumulator(distribution, dict(reference.neurons_list), activation_ranges=ranges,
+                      layouts=dict(info.layouts), feature_extractor_name=info.name)
+
+    src = open_source(source, num_images=num_images, shuffle=False, seed=seed)
+    chunk = max(1, int(max_chunk_bytes) // max(1, _image_dna_bytes(reference)))
+    names: List[str] = []
+    scores: List[np.ndarray] = []
+    pending: list = []
+    skipped: list = []
+
+    def flush():
+        if pending:
+            scores.append(np.asarray(distances_to(reference, pending, use_neurons_from_layer=use_neurons_from_layer,
+                                                  use_neuron_index=use_neuron_index, weights=neuron_weights),
+                                     dtype=np.float64).reshape(-1))
+            pending.clear()
+
+    progress = None
+    if verbose:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=len(src), desc=f"vdna rank ({metric})", unit="img")
+    try:
+        import torch
+
+        for batch in iter_batches(src, info.input_size, int(batch_size), num_workers=num_workers,
+                                  crop_to_square=crop_to_square_pre_resize, resize_mode=resize_mode,
+                                  seed=seed, strict=strict):
+            skipped.extend(batch.skipped)
+            if len(batch.names):
+                acts = be.forward(torch.from_numpy(batch.images))
+                for i, name in enumerate(batch.names):
+                    acc.reset()
+                    acc.update({layer: a[i:i + 1] for layer, a in acts.items()})
+                    pending.append(acc.compute())
+                    names.append(str(name))
+                    if len(pending) >= chunk:
+                        flush()
+            if progress is not None:
+                progress.update(len(batch.names) + len(batch.skipped))
+        flush()
+    finally:
+        if progress is not None:
+            progress.close()
+    if skipped:
+        warnings.warn(f"{len(skipped)} unreadable image(s) were skipped and not ranked, e.g. "
+                      f"{skipped[0][0]}: {skipped[0][1]}", stacklevel=2)
+    if not names:
+        raise ValueError("no readable image to rank in the source")
+    values = np.concatenate(scores)
+    order = np.argsort(values, kind="stable")
+    return [(names[i], float(values[i])) for i in order]
