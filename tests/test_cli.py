@@ -156,6 +156,19 @@ def test_make_errors(data, capsys):
     assert code == 1 and "no_such_net" in error_line(err)
 
 
+def test_import_finds_a_module_in_the_current_folder(data, tmp_path, monkeypatch, capsys):
+    """The `vdna` script does not put the current folder on sys.path; --import looks there too."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    (tmp_path / "cli_probe_module.py").write_text("LOADED = True\n")
+    monkeypatch.delitem(sys.modules, "cli_probe_module", raising=False)
+    code, out, _ = in_process(capsys, "inspect", data / "dnas" / "base", "--import", "cli_probe_module")
+    assert code == 0 and "histogram-20" in out
+    assert sys.modules.pop("cli_probe_module").LOADED
+    code, _, err = in_process(capsys, "inspect", data / "dnas" / "base", "--import", "no_such_module_here")
+    assert code == 1 and "--import no_such_module_here" in error_line(err)
+
+
 def test_debug_shows_traceback(data, capsys):
     code, _, err = in_process(capsys, "make", data / "base", "-o", data / "x", "--distribution", "histo", "--debug",
                               *TINY)
@@ -348,10 +361,57 @@ def test_compare_plot(data, capsys):
     code, out, _ = in_process(capsys, "compare", data / "dnas" / "base", data / "dnas" / "shifted", "--plot",
                               data / "cmp.png")
     assert code == 0 and "figure written" in out
+    assert_png(data / "cmp.png", (500, 400))
+
+
+def assert_png(path, min_size=(400, 300)):
+    """``path`` is a readable PNG of at least ``min_size`` pixels."""
     from PIL import Image
 
-    with Image.open(data / "cmp.png") as img:
-        assert img.size[0] > 500 and img.size[1] > 400
+    with Image.open(path) as img:
+        img.verify()  # a complete, uncorrupted file
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        assert img.size[0] >= min_size[0] and img.size[1] >= min_size[1], img.size
+
+
+def test_make_and_inspect_plot_a_summary(data):
+    p = run(["make", "base", "-o", "dnas/plotted", "--distribution", "gaussian", "--plot", "figs/make.png", *TINY], data)
+    assert p.returncode == 0, p.stderr
+    assert "figure written to figs/make.png" in p.stdout
+    assert_png(data / "figs" / "make.png")
+    p = run(["inspect", "dnas/base", "--plot", "figs/inspect.png"], data)
+    assert p.returncode == 0, p.stderr
+    assert "histogram-20" in p.stdout and "figure written to figs/inspect.png" in p.stdout
+    assert_png(data / "figs" / "inspect.png")
+
+
+def test_rank_plot_is_the_grid(data, capsys):
+    args = ["rank", data / "close", "--reference", data / "dnas" / "base", "--top", "2", "--ranges",
+            data / "ranges.json", "--backend", "eager", "-q", "--workers", "1"]
+    code, out, _ = in_process(capsys, *args, "--plot", data / "rank_plot.png")
+    assert code == 0 and "image grid written" in out
+    code, _, _ = in_process(capsys, *args, "--grid", data / "rank_grid.png")
+    assert code == 0
+    assert_png(data / "rank_plot.png", (300, 200))
+    from PIL import Image
+
+    with Image.open(data / "rank_plot.png") as a, Image.open(data / "rank_grid.png") as b:
+        assert a.size == b.size
+
+
+def test_plot_without_matplotlib_is_one_error_line_before_any_work(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    code, _, err = in_process(capsys, "make", data / "base", "-o", tmp_path / "m", "--distribution", "gaussian",
+                              "--plot", tmp_path / "m.png", *TINY)
+    assert code == 1 and "needs matplotlib" in error_line(err) and "pip install" in err
+    assert not (tmp_path / "m.json").exists()  # nothing was computed
+    for args in (["inspect", data / "dnas" / "base"], ["compare", data / "dnas" / "base", data / "dnas" / "close"]):
+        code, out, err = in_process(capsys, *args, "--plot", tmp_path / "x.png")
+        assert code == 1 and "needs matplotlib" in error_line(err) and out == ""
+    code, _, err = in_process(capsys, "rank", data / "close", "--reference", data / "dnas" / "base", "--grid",
+                              tmp_path / "g.png")
+    assert code == 1 and "needs matplotlib" in error_line(err)
 
 
 def test_build_shim_reports_failure_in_one_line(monkeypatch, capsys):

@@ -160,3 +160,95 @@ def test_spiky_histograms_use_a_log_axis():
     fig = plots.plot_neuron_histograms(a, b, neurons=[("conv.a", 0), ("conv.a", 1)])
     assert fig.axes[0].get_yscale() == "log" and "(log)" in fig.axes[0].get_ylabel()
     assert fig.axes[1].get_yscale() == "linear"
+
+
+# ------------------------------------------------------------------------------------- one DNA's summary
+def _medians(ax):
+    """{gid: median} of the box plots drawn by plot_dna_summary."""
+    return {l.get_gid(): float(l.get_ydata()[0]) for l in ax.get_lines() if (l.get_gid() or "").startswith("median")}
+
+
+def test_summary_of_histograms_sums_every_neuron(tmp_path):
+    from PIL import Image
+
+    v = make_dna("histogram-16", np.random.default_rng(21))
+    fig = plots.plot_dna_summary(v, label="train", save=tmp_path / "s.png")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["conv.a (3 neurons)", "block_1 (5 neurons)"]
+    centres = -1 + (np.arange(16) + 0.5) / 8
+    for ax, layer in zip(axes, v.neurons_list):
+        line = ax.get_lines()[0]
+        summed = v.data[layer].astype(np.float64).sum(axis=0)
+        np.testing.assert_allclose(line.get_ydata(), summed / summed.sum(), rtol=1e-12)
+        np.testing.assert_allclose(line.get_xdata(), centres, rtol=1e-12)
+        assert ax.get_xlabel() == "normalised activation"
+    assert axes[0].get_ylabel() == "fraction of activations"
+    title = " ".join(fig._suptitle.get_text().split())  # wrapped to the figure's width
+    assert "train: histogram-16 DNA of toy_net: 10 images, 2 layers, 8 neurons" in title
+    with Image.open(tmp_path / "s.png") as img:
+        assert img.format == "PNG" and img.size[0] > 400 and img.size[1] > 200
+
+
+def test_summary_of_fine_histograms_groups_bins_and_uses_log_for_spikes():
+    v = make_dna("histogram-250", np.random.default_rng(22), neurons={"relu": 4})
+    v.data["relu"][:, 0] += 10_000  # the zeros after a ReLU dwarf every other bin
+    ax = plots.plot_dna_summary(v).axes[0]
+    summed = v.data["relu"].astype(np.float64).sum(axis=0)
+    grouped = np.add.reduceat(summed, np.arange(0, 250, 3))
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), grouped / summed.sum(), rtol=1e-12)
+    assert ax.get_yscale() == "log"
+
+
+def test_summary_of_gaussians_shows_neuron_means_and_variances():
+    v = make_dna("gaussian", np.random.default_rng(23))
+    v.data["block_1"]["mu"][1] = np.nan  # non-finite values are left out of the boxes
+    fig = plots.plot_dna_summary(v)
+    ax_mu, ax_var = fig.axes
+    assert [t.get_text() for t in ax_var.get_xticklabels()] == list(v.neurons_list)
+    assert "mean" in ax_mu.get_ylabel() and "variance" in ax_var.get_ylabel() and ax_var.get_xlabel() == "layer"
+    mu, var = _medians(ax_mu), _medians(ax_var)
+    for layer in v.neurons_list:
+        assert mu[f"median mean {layer}"] == pytest.approx(np.nanmedian(v.data[layer]["mu"]), rel=1e-12)
+        assert var[f"median variance {layer}"] == pytest.approx(np.median(v.data[layer]["var"]), rel=1e-12)
+    assert ax_var.get_yscale() == "linear"  # variances within [0.1, 2]: no log axis needed
+
+
+def test_summary_of_layer_gaussians_uses_the_covariance_diagonal():
+    v = make_dna("layer-gaussian", np.random.default_rng(24))
+    fig = plots.plot_dna_summary(v)
+    var = _medians(fig.axes[1])
+    for layer in v.neurons_list:
+        assert var[f"median variance {layer}"] == pytest.approx(np.median(np.diag(v.data[layer]["sigma"])), rel=1e-12)
+    assert "covariance diagonal" in fig.axes[1].get_ylabel()
+
+
+def test_summary_variance_axis_is_logarithmic_over_many_decades():
+    v = make_dna("gaussian", np.random.default_rng(25))
+    v.data["conv.a"]["var"][:] = [1e-6, 1e-3, 1.0]
+    assert plots.plot_dna_summary(v).axes[1].get_yscale() == "log"
+    v.data["conv.a"]["var"][0] = 0.0  # a dead neuron: zero stays visible on a symlog axis
+    ax = plots.plot_dna_summary(v).axes[1]
+    assert ax.get_yscale() == "symlog" and ax.get_ylim()[0] == 0.0
+
+
+def test_summary_of_activation_ranges():
+    v = make_dna("activation-ranges", np.random.default_rng(26))
+    ax = plots.plot_dna_summary(v).axes[0]
+    med = _medians(ax)
+    for layer in v.neurons_list:
+        assert med[f"median minimum {layer}"] == pytest.approx(np.median(v.data[layer]["min"]), rel=1e-12)
+        assert med[f"median maximum {layer}"] == pytest.approx(np.median(v.data[layer]["max"]), rel=1e-12)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["minimum", "maximum"]
+    assert ax.get_ylabel() == "activation" and ax.get_xlabel() == "layer"
+
+
+def test_summary_shows_evenly_spaced_layers_when_there_are_many():
+    neurons = {f"layer{i}": 2 for i in range(7)}
+    fig = plots.plot_dna_summary(make_dna("histogram-8", np.random.default_rng(27), neurons=neurons), max_layers=3)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["layer0 (2 neurons)", "layer3 (2 neurons)", "layer6 (2 neurons)"]
+    assert "(3 layers shown)" in " ".join(fig._suptitle.get_text().split())
+    g = plots.plot_dna_summary(make_dna("gaussian", np.random.default_rng(27), neurons=neurons), max_layers=3)
+    assert [t.get_text() for t in g.axes[1].get_xticklabels()] == ["layer0", "layer3", "layer6"]
+    with pytest.raises(ValueError, match="max_layers"):
+        plots.plot_dna_summary(make_dna("gaussian", np.random.default_rng(27)), max_layers=0)

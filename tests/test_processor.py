@@ -245,3 +245,36 @@ def test_rand_resnet50_shipped_ranges_cover_a_calibration_subset(proc):
                        device="cpu", verbose=False, backend="eager")
     assert sum(h.neurons_list.values()) == 15104
     assert int(h.data["layer4_2"].sum()) == 2 * 2048 * 49
+
+
+def test_re_registering_an_extractor_is_seen_by_an_existing_processor(proc, images):
+    from vdna.extractors import register_extractor
+
+    before = make(proc, images, distribution_name="gaussian")
+    import dataclasses
+
+    info = dataclasses.replace(tiny_extractor.INFO, name="tiny_rereg")
+    register_extractor("tiny_rereg", tiny_extractor.TinyNet, info)
+    a = make(proc, images, distribution_name="gaussian", feat_extractor_name="tiny_rereg")
+    register_extractor("tiny_rereg", lambda: _Scaled(tiny_extractor.TinyNet()), info)
+    b = make(proc, images, distribution_name="gaussian", feat_extractor_name="tiny_rereg")
+    layer = next(iter(a.data))
+    np.testing.assert_allclose(a.data[layer]["mu"], before.data[layer]["mu"])
+    np.testing.assert_allclose(b.data[layer]["mu"], 2 * a.data[layer]["mu"], rtol=1e-6)
+
+
+class _Scaled:
+    """Wraps a module and doubles its activations (a different network under the same name)."""
+
+    def __new__(cls, net):
+        import torch
+
+        class Scaled(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = net
+
+            def forward(self, x):
+                return {k: 2 * v for k, v in self.net(x).items()}
+
+        return Scaled()

@@ -34,8 +34,8 @@ def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     common.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                        help="import a Python module first (e.g. one that registers your own extractor); "
-                             "repeatable")
+                        help="import a Python module first (e.g. one that registers your own extractor), "
+                             "from the current folder or PYTHONPATH; repeatable")
     return common
 
 
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-images", default=None, metavar="DIR",
                    help="also save the first images as given to the extractor (after crop/resize)")
     p.add_argument("--n-sample-images", type=_positive_int, default=5, help="how many (default: 5)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="also save a per-layer summary figure of the DNA")
     _add_build_options(p)
     p.set_defaults(func=cmd_make)
 
@@ -144,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", required=True, help="reference DNA")
     p.add_argument("-o", "--output", default=None, metavar="CSV", help="write all scores as CSV (rank,image,distance)")
     p.add_argument("--top", type=_positive_int, default=5, metavar="K", help="show the K best and worst (default: 5)")
-    p.add_argument("--grid", default=None, metavar="PNG", help="save an image grid of the K best and worst matches")
+    p.add_argument("--plot", "--grid", dest="grid", default=None, metavar="PNG",
+                   help="save an image grid of the K best and worst matches (--grid is the same option)")
     p.add_argument("--layer", default=None, help="use only the neurons of this layer")
     p.add_argument("--neuron", type=_nonneg_int, default=None, help="use only this neuron of --layer")
     p.add_argument("--weights", default=None, metavar="FILE", help="per-neuron weights (as for compare)")
@@ -156,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Show a DNA's extractor, type, image count, skipped files, layers and format.")
     p.add_argument("dna", help="DNA (path with or without .json/.npz)")
     p.add_argument("--json", action="store_true", help="print as JSON")
+    p.add_argument("--plot", default=None, metavar="PNG", help="save a per-layer summary figure of the DNA")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("merge", parents=[common], help="merge DNAs of disjoint shards of one dataset",
@@ -205,6 +208,10 @@ def main(argv=None) -> int:
         parser.error(f"{args.command}: --neuron needs --layer")
     _route_warnings()
     try:
+        if args.imports and os.getcwd() not in sys.path:
+            # like `python -m vdna`: a module file in the current folder can be imported (the `vdna` script
+            # itself does not put the current folder on the path); appended, so it shadows no package
+            sys.path.append(os.getcwd())
         for module in args.imports:
             try:
                 importlib.import_module(module)
@@ -358,6 +365,17 @@ def _write_text_atomic(path: str, text: str) -> None:
             os.remove(tmp)
 
 
+def _check_plotting(option: str, path) -> None:
+    """Fail before any work when a figure was asked for but matplotlib is missing."""
+    if path is None:
+        return
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CLIError(f"{option} {path} needs matplotlib: pip install matplotlib (or pip install vdna[plots])") \
+            from None
+
+
 def _save_figure(fig, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -372,6 +390,7 @@ def cmd_make(args) -> int:
     from .processor import VDNAProcessor
 
     _check_source_exists(args.source)
+    _check_plotting("--plot", args.plot)
     kwargs = _make_kwargs(args, args.extractor or DEFAULT_EXTRACTOR, args.distribution or DEFAULT_DISTRIBUTION)
     if args.sample_images:
         kwargs.update(save_sample_images=args.sample_images, n_sample_images=args.n_sample_images)
@@ -381,6 +400,11 @@ def cmd_make(args) -> int:
     base = _out_base(args.output)
     v.save(base)
     print(f"wrote {base}.json and {base}.npz ({_summary(v)})")
+    if args.plot:
+        from .plots import plot_dna_summary
+
+        _save_figure(plot_dna_summary(v, label=_label(base)), args.plot)
+        print(f"figure written to {args.plot}")
     return EXIT_OK
 
 
@@ -410,6 +434,7 @@ def _dna_or_source(path: str, other, args, label: str):
 def cmd_compare(args) -> int:
     from .ranking import distance, layer_distances, metric_name, neuron_distances, rank_neurons
 
+    _check_plotting("--plot", args.plot)
     a_is_dna, b_is_dna = _is_dna_path(args.a), _is_dna_path(args.b)
     a = _dna_or_source(args.a, None, args, "A") if a_is_dna or not b_is_dna else None
     b = _dna_or_source(args.b, a, args, "B")
@@ -527,6 +552,7 @@ def cmd_rank(args) -> int:
 
     reference = load_dna(args.reference)
     _check_source_exists(args.source)
+    _check_plotting("--plot", args.grid)
     if args.layer is not None:
         reference.check_layer(args.layer)
         if args.neuron is not None:
@@ -613,7 +639,12 @@ def describe_dna(path: str) -> dict:
 
 
 def cmd_inspect(args) -> int:
+    _check_plotting("--plot", args.plot)
     info = describe_dna(args.dna)
+    if args.plot:
+        from .plots import plot_dna_summary
+
+        _save_figure(plot_dna_summary(load_dna(args.dna), label=_label(info["path"])), args.plot)
     if args.json:
         print(json.dumps(info, indent=2))
         return EXIT_OK
@@ -641,6 +672,8 @@ def cmd_inspect(args) -> int:
         print(f"skipped: {name}" + (f" ({reason})" if reason else ""))
     if len(info["skipped_files"]) > 10:
         print(f"... and {len(info['skipped_files']) - 10} more skipped files")
+    if args.plot:
+        print(f"figure written to {args.plot}")
     return EXIT_OK
 
 

@@ -7,11 +7,13 @@ given ``save="file.png"``:
 - :func:`plot_layer_distances`: the distance of each layer, for one or more comparisons;
 - :func:`plot_top_neurons`: the neurons whose distributions differ most;
 - :func:`plot_comparison`: the three above on one page (``vdna compare --plot``);
+- :func:`plot_dna_summary`: one DNA, layer by layer (``vdna make --plot``, ``vdna inspect --plot``);
 - :func:`plot_ranking_grid`: the best and worst matching images of a ranking (paper Fig. 4).
 """
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -70,6 +72,21 @@ def _parse_neurons(a, b, neurons) -> list:
     return parsed
 
 
+def _display_histogram(counts, display_bins: int = 100):
+    """(bin centres on [-1, 1], fractions) of a histogram, adjacent bins summed down to ``display_bins``."""
+    counts = np.asarray(counts, dtype=np.float64).reshape(-1)
+    bins = counts.shape[0]
+    x = -1.0 + (np.arange(bins) + 0.5) * (2.0 / bins)
+    if display_bins and bins > display_bins:
+        group = -(-bins // int(display_bins))
+        starts = np.arange(0, bins, group)
+        sizes = np.diff(np.append(starts, bins))
+        counts = np.add.reduceat(counts, starts)
+        x = np.add.reduceat(x, starts) / sizes
+    total = counts.sum()
+    return x, (counts / total if total > 0 else counts)
+
+
 def _neuron_curve(v, layer: str, idx: int, display_bins: int = 100):
     """(x, y, kind) of one neuron's distribution: normalised histogram, or a Gaussian's (mean, variance).
 
@@ -77,17 +94,8 @@ def _neuron_curve(v, layer: str, idx: int, display_bins: int = 100):
     1000-bin histogram of a few images is mostly sampling noise at full resolution).
     """
     if v.type == "histogram":
-        counts = np.asarray(v.get_neuron_dist(layer, idx), dtype=np.float64).reshape(-1)
-        bins = counts.shape[0]
-        x = -1.0 + (np.arange(bins) + 0.5) * (2.0 / bins)
-        if display_bins and bins > display_bins:
-            group = -(-bins // int(display_bins))
-            starts = np.arange(0, bins, group)
-            sizes = np.diff(np.append(starts, bins))
-            counts = np.add.reduceat(counts, starts)
-            x = np.add.reduceat(x, starts) / sizes
-        total = counts.sum()
-        return x, (counts / total if total > 0 else counts), "histogram"
+        x, y = _display_histogram(v.get_neuron_dist(layer, idx), display_bins)
+        return x, y, "histogram"
     if v.type in ("gaussian", "layer-gaussian"):
         d = v.get_neuron_dist(layer, idx)
         mu = float(d["mu"])
@@ -245,6 +253,151 @@ def plot_comparison(a, b, labels: Optional[Sequence[str]] = None, layer: Optiona
     bottom.suptitle("Distributions of the most different neurons")
     fig.suptitle(f"{names[0]} vs {names[1]}", fontsize=14)
     return _finish(fig, save)
+
+
+def plot_dna_summary(dna, label: Optional[str] = None, max_layers: int = 30, cols: Optional[int] = None, save=None):
+    """One page describing a single DNA, layer by layer (``vdna make --plot``, ``vdna inspect --plot``).
+
+    - ``histogram``: per layer, the histograms of all its neurons summed, as the fraction of activations
+      per bin of the normalised range [-1, 1] (each neuron is normalised by its own activation range, so
+      -1 and 1 are 1.2x its calibrated min and max); adjacent bins are summed down to at most 100, and a
+      log axis is used when one bin dwarfs the others (the zeros after a ReLU);
+    - ``gaussian`` and ``layer-gaussian``: per layer, box plots of the neurons' means and variances (the
+      diagonal of the covariance for ``layer-gaussian``);
+    - ``activation-ranges``: per layer, box plots of the neurons' minima and maxima.
+
+    With more than ``max_layers`` layers, evenly spaced ones are shown (the first and last included).
+    ``cols``: panels per row of the histogram grid (default: a near-square grid, at most 5 wide).
+    """
+    plt = _pyplot()
+    layers = list(dna.neurons_list)
+    if not layers:
+        raise ValueError("the DNA has no layers to plot")
+    if int(max_layers) < 1:
+        raise ValueError(f"max_layers must be >= 1, got {max_layers}")
+    shown = layers
+    if len(layers) > int(max_layers):
+        keep = np.unique(np.round(np.linspace(0, len(layers) - 1, int(max_layers))).astype(int))
+        shown = [layers[i] for i in keep]
+    kind = f"histogram-{dna.hist_nb_bins}" if dna.type == "histogram" else dna.type
+    n_neurons = sum(int(c) for c in dna.neurons_list.values())
+    title = (f"{kind} DNA of {dna.feature_extractor_name}: {int(dna.num_images)} images, "
+             f"{len(layers)} layers, {n_neurons} neurons")
+    if label:
+        title = f"{label}: {title}"
+    if len(shown) < len(layers):
+        title += f" ({len(shown)} layers shown)"
+    if dna.type == "histogram":
+        note = ("each panel: the histograms of all neurons of a layer summed; activations normalised per neuron "
+                "(-1 and 1 = 1.2 x its calibrated min and max)")
+    else:
+        note = "boxes: quartiles over the neurons of a layer; whiskers: 1.5 IQR; dots: outlying neurons"
+
+    if dna.type == "histogram":
+        fig = _summary_histograms(plt, dna, shown, cols)
+    elif dna.type in ("gaussian", "layer-gaussian"):
+        fig, (ax_mu, ax_var) = plt.subplots(2, 1, figsize=(max(7.0, 0.5 * len(shown) + 2.5), 7.5), sharex=True)
+        means, variances = {}, {}
+        for layer in shown:
+            d = dna.data[layer]
+            means[layer] = np.asarray(d["mu"], dtype=np.float64).reshape(-1)
+            variances[layer] = (np.asarray(d["var"], dtype=np.float64).reshape(-1) if "var" in d
+                                else np.diagonal(np.asarray(d["sigma"], dtype=np.float64)).copy())
+        source = "covariance diagonal" if dna.type == "layer-gaussian" else "per neuron"
+        _layer_boxes(ax_mu, shown, [("mean", means, _COLOURS[0])])
+        ax_mu.set_ylabel("neuron mean\n(activation averaged per image)")
+        ax_mu.set_title("Means of the neurons of each layer")
+        _layer_boxes(ax_var, shown, [("variance", variances, _COLOURS[1])])
+        scale = _spread_scale(ax_var, np.concatenate([v[np.isfinite(v)] for v in variances.values()]))
+        ax_var.set_ylabel(f"variance across images\n({source}{scale})")
+        ax_var.set_title("Variances of the neurons of each layer")
+        ax_var.set_xlabel("layer")
+    elif dna.type == "activation-ranges":
+        fig, ax = plt.subplots(figsize=(max(7.0, 0.6 * len(shown) + 2.5), 4.5))
+        mins = {l: np.asarray(dna.data[l]["min"], dtype=np.float64).reshape(-1) for l in shown}
+        maxs = {l: np.asarray(dna.data[l]["max"], dtype=np.float64).reshape(-1) for l in shown}
+        _layer_boxes(ax, shown, [("minimum", mins, _COLOURS[0]), ("maximum", maxs, _COLOURS[1])])
+        ax.axhline(0.0, color="grey", linewidth=0.8, zorder=0)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("activation")
+        ax.set_title("Per-neuron activation minima and maxima of each layer")
+    else:
+        raise ValueError(f"cannot summarise a DNA of type {dna.type!r}")
+    chars = max(50, int(9 * fig.get_size_inches()[0]))  # what fits across the figure at the title's size
+    fig.suptitle("\n".join(textwrap.wrap(title, chars) + textwrap.wrap(note, chars)))
+    fig.tight_layout()
+    return _finish(fig, save)
+
+
+def _spread_scale(ax, values) -> str:
+    """A log y axis when positive ``values`` span over two decades (variances usually do); returns a note
+    for the axis label. Zeros (dead neurons) keep a linear stretch at the bottom (symlog)."""
+    positive = values[values > 0]
+    if not positive.size or positive.max() <= 100 * positive.min():
+        return ""
+    if positive.size == values.size:
+        ax.set_yscale("log")
+        return "; log scale"
+    linthresh = 10.0 ** np.floor(np.log10(np.percentile(positive, 1)))
+    ax.set_yscale("symlog", linthresh=linthresh, linscale=0.3)
+    ax.set_ylim(bottom=min(0.0, float(values.min())))  # no empty negative half
+    return f"; log scale above {linthresh:g}"
+
+
+def _summary_histograms(plt, dna, layers, cols):
+    """A grid with one panel per layer: the layer's neuron histograms summed."""
+    if cols is None:  # near-square grid, at most 5 panels wide
+        cols = min(5, int(np.ceil(np.sqrt(len(layers)))))
+    cols = max(1, min(int(cols), len(layers)))
+    rows = (len(layers) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows + 0.5), squeeze=False)
+    for i, (ax, layer) in enumerate(zip(axes.flat, layers)):
+        summed = np.asarray(dna.data[layer], dtype=np.float64).sum(axis=0)
+        x, y = _display_histogram(summed)
+        log = _spiky([y])
+        if not log:
+            ax.fill_between(x, y, step="mid", alpha=0.3, color=_COLOURS[0], linewidth=0)
+        ax.step(x, y, where="mid", color=_COLOURS[0], linewidth=1.0)
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlim(-1.0, 1.0)
+        ax.set_title(f"{layer} ({int(dna.neurons_list[layer])} neurons)", fontsize=10)
+        ax.tick_params(labelsize=8)
+        # Axis labels on the outer panels only: 25 repeated labels would crowd out the curves.
+        if i % cols == 0:
+            ax.set_ylabel("fraction of activations", fontsize=9)
+        if i + cols >= len(layers):
+            ax.set_xlabel("normalised activation", fontsize=9)
+    for ax in list(axes.flat)[len(layers):]:
+        ax.set_visible(False)
+    return fig
+
+
+def _layer_boxes(ax, layers, series) -> None:
+    """Box plots of per-neuron values by layer; ``series`` = [(name, {layer: values}, colour)], side by side.
+
+    Non-finite values are left out. The median line of each box gets the gid "median <name> <layer>".
+    """
+    x = np.arange(len(layers), dtype=np.float64)
+    width = 0.75 / len(series)
+    handles = []
+    for i, (name, values, colour) in enumerate(series):
+        data = [v[np.isfinite(v)] for v in (values[l] for l in layers)]
+        bp = ax.boxplot(data, positions=x + (i - (len(series) - 1) / 2) * width, widths=0.85 * width,
+                        patch_artist=True, manage_ticks=False, medianprops={"color": "black"},
+                        flierprops={"marker": ".", "markersize": 3, "alpha": 0.5, "markeredgecolor": colour})
+        for box in bp["boxes"]:
+            box.set_facecolor(colour)
+            box.set_alpha(0.55)
+        for layer, median in zip(layers, bp["medians"]):
+            median.set_gid(f"median {name} {layer}")
+        handles.append(bp["boxes"][0])
+    ax.set_xticks(x)
+    ax.set_xticklabels(layers, rotation=60, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(layers) - 0.4)
+    ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(handles, [name for name, _, _ in series], fontsize=8)
 
 
 def plot_ranking_grid(ranking: Sequence[Tuple[str, float]], source, k: int = 5, metric: str = "EMD",

@@ -55,9 +55,10 @@ class VDNAProcessor:
 
     # ------------------------------------------------------------------ building blocks
     def get_extractor(self, name: str, weights=None, ranges=None, allow_download=None):
-        from .extractors import get_extractor
+        from .extractors import get_extractor, registration_generation
 
-        key = (name, str(weights) if weights is not None else None, id(ranges) if ranges is not None else None)
+        key = (name, registration_generation(name), str(weights) if weights is not None else None,
+               id(ranges) if ranges is not None else None)
         if key not in self._extractors:
             self._extractors[key] = get_extractor(name, weights=weights, ranges=ranges, allow_download=allow_download)
         return self._extractors[key]

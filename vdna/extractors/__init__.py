@@ -34,6 +34,8 @@ RAND_RESNET50_RANGES_FILE = "rand_resnet50_activation_ranges.json"
 
 # name -> (builder, info, ranges); user-registered extractors
 _USER: Dict[str, tuple] = {}
+_GENERATION: Dict[str, int] = {}
+_REGISTRATIONS = 0
 
 
 def list_extractors() -> List[str]:
@@ -68,7 +70,16 @@ def register_extractor(name: str, builder: Callable[[], torch.nn.Module], info: 
         raise ValueError(f"{name!r} is a built-in extractor; register yours under another name")
     if not callable(builder):
         raise TypeError("builder must be a callable returning a torch.nn.Module")
+    global _REGISTRATIONS
     _USER[name] = (builder, info, ranges)
+    _REGISTRATIONS += 1
+    _GENERATION[name] = _REGISTRATIONS
+
+
+def registration_generation(name: str) -> int:
+    """A number that changes whenever ``name`` is (re-)registered (0 for built-in extractors): lets
+    callers that cache built extractors (``VDNAProcessor``) notice a new registration."""
+    return _GENERATION.get(name, 0)
 
 
 def shipped_ranges_path() -> Path:
