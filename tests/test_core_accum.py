@@ -85,6 +85,71 @@ def test_hist_matches_reference(dtype, bins, layout, shape):
     assert h.counts.sum() + h.nan_counts.sum() == x.size
 
 
+def float32_thresholds(mins, maxs, bins):
+    """(C, bins-1) float32: the smallest float32 of each bin k >= 1 per neuron, by bisection over the
+    ordered float32 bit patterns with the float64 NumPy formula (independent of the C core)."""
+    lo_, hi_ = 1.2 * np.asarray(mins, np.float64), 1.2 * np.asarray(maxs, np.float64)
+    centre, half = ((lo_ + hi_) / 2)[:, None], ((hi_ - lo_) / 2 + 1e-8)[:, None]
+    k = np.arange(1, bins, dtype=np.int64)[None, :]
+
+    def key_to_f32(key):  # inverse of the order-preserving map float32 -> uint32
+        u = np.where(key & 0x80000000, key & 0x7FFFFFFF, ~key & 0xFFFFFFFF).astype(np.uint32)
+        return u.view(np.float32)
+
+    def bin_of(xf):
+        z = np.clip((xf.astype(np.float64) - centre) / half, -1.0, 1.0)
+        return np.minimum(bins - 1, np.floor((z + 1) * bins / 2))
+
+    shape = (len(mins), bins - 1)
+    lo = np.full(shape, 0x007FFFFF, np.int64)  # key of -inf: bin 0 < k
+    hi = np.full(shape, 0xFF800000, np.int64)  # key of +inf: bin bins-1 >= k
+    while np.any(hi - lo > 1):
+        mid = (lo + hi) // 2
+        up = bin_of(key_to_f32(mid)) >= k
+        hi = np.where(up, mid, hi)
+        lo = np.where(up, lo, mid)
+    return key_to_f32(hi)
+
+
+@pytest.mark.parametrize("bins", [1, 2, 7, 1000, 10000])
+def test_hist_float32_values_on_and_next_to_every_threshold(bins):
+    """Every float32 bin threshold and its float32 neighbours, plus extremes (+-inf, +-max, denormals,
+    +-0, NaN) land where the float64 formula puts them, in every path: tokens float32 (16-neuron
+    blocks plus leftovers), channels float32, the same values as float64; 1 and 2 threads."""
+    rng = np.random.default_rng(bins)
+    C = 19
+    mins = (rng.random(C) - 0.5) * 20
+    maxs = mins + rng.random(C) * 10
+    mins[1::5], maxs[1::5] = 0.0, rng.random(len(mins[1::5])) * 4  # ReLU-like
+    maxs[2::5] = 1 + rng.random(len(maxs[2::5]))
+    mins[2::5] = -maxs[2::5]  # symmetric: x = 0 gives t = bins/2 exactly
+    mins[3::5] = maxs[3::5]  # min == max: half = 1e-8
+    mins[4], maxs[4] = 1000.5, 1000.501  # narrow, far from zero
+    thr = float32_thresholds(mins, maxs, bins)
+    vals = np.concatenate(
+        [np.nextafter(thr, np.float32(-np.inf)), thr, np.nextafter(thr, np.float32(np.inf))], axis=1
+    )
+    tiny = np.finfo(np.float32).smallest_subnormal
+    extremes = np.array(
+        [np.inf, -np.inf, np.finfo(np.float32).max, -np.finfo(np.float32).max, tiny, -tiny,
+         np.finfo(np.float32).tiny, 0.0, -0.0, np.nan, 1e30, -1e30], np.float32)
+    vals = np.concatenate([vals, np.broadcast_to(extremes, (C, len(extremes)))], axis=1)  # (C, S)
+    vals = vals[:, rng.permutation(vals.shape[1])]
+    want_counts, want_nans = ref_hist(vals.T[None], mins, maxs, bins, layout="tokens")
+    assert want_counts.sum() == C * (vals.shape[1] - 1)
+    arrays = [(vals.T[None].copy(), "tokens"), (vals[None].copy(), "channels"), (vals[None].astype(np.float64), "channels")]
+    before = _core.get_num_threads()
+    try:
+        for threads in (1, 2):
+            _core.set_num_threads(threads)
+            for x, layout in arrays:
+                h = hist_of(x, mins, maxs, bins, layout=layout)
+                np.testing.assert_array_equal(h.counts, want_counts, err_msg=f"{layout} {x.dtype} {threads}")
+                np.testing.assert_array_equal(h.nan_counts, want_nans)
+    finally:
+        _core.set_num_threads(before)
+
+
 def test_hist_values_on_bin_edges():
     # min -5, max 5 -> lo -6, hi 6 (1.2*5 == 6.0), centre 0, half 6 + 1e-8; B = 4: interior edges at
     # x = -half/2, 0, half/2 exactly (halving is exact). A value on an edge goes to the upper bin.

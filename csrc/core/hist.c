@@ -1,13 +1,18 @@
 /* hist.c: per-neuron histograms of normalised activations (DESIGN.md "Bins").
  *
  * Exactness: each neuron's counts are written by exactly one thread (parallel over neurons), so
- * counts are integers independent of the thread count. The bin of a value is the one specified:
- * z = (x - centre) / half (a true division), clamped, then floor((z + 1) * B * 0.5) capped at B-1;
- * ((z+1)*B)*0.5 equals (z+1)*B/2 bit for bit. (A reciprocal instead of the division was tried:
- * it is not faster here, the loop is bound by loads, conversions and counting.)
- * Speed: bin indices of a block of values are computed in a vectorisable loop, then counted in
- * 32-bit local histograms (see "counting"); with many values per neuron, 4 interleaved ones, so
- * that repeated hits of one bin (e.g. ReLU zeros) do not serialise on one memory location. */
+ * counts are integers independent of the thread count and of how a batch is split. The bin of a
+ * value is the one specified: t = ((x - centre) / half + 1) * B / 2 with a true float64 division,
+ * clamped to [0, B], floored, capped at B-1 (see exact_bin).
+ *
+ * Speed: the division is the costliest step of the hot loop, so each value is first binned with
+ * the reciprocal (u = ((x - centre) * (1/half) + 1) * B/2, see "estimate") and the exact division
+ * is redone only for the rare values whose estimate lies within `delta` of an integer, where the
+ * two could floor differently (proof at bin_consts_init). float32 input uses a float32 estimate
+ * with a wider, per-neuron delta (proof at f32_estimate_init; exact zeros take a precomputed bin).
+ * Bin indices of a block of values are
+ * computed in vectorisable loops, then counted in 32-bit local histograms (see "counting"). */
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -23,6 +28,10 @@ struct vdna_hist_s {
     vdna_layout layout;
     double *mins, *maxs;    /* as given */
     double *centre, *half;  /* normalisation per neuron */
+    double *recip;          /* 1 / half, for the estimate */
+    int recip_ok;           /* every 1/half is a normal number (else: exact division only) */
+    float *cf, *gf, *df;    /* float32 estimate per neuron: centre, B/(2 half), its delta */
+    int32_t *zb;            /* exact bin of 0.0 (ReLU zeros are often within delta of an edge) */
     int64_t *counts;        /* n_neurons x bins */
     int64_t *nan_counts;    /* n_neurons */
 };
@@ -33,9 +42,41 @@ void vdna_hist_free(vdna_hist *h) {
     free(h->maxs);
     free(h->centre);
     free(h->half);
+    free(h->recip);
+    free(h->cf);
+    free(h->gf);
+    free(h->df);
+    free(h->zb);
     free(h->counts);
     free(h->nan_counts);
     free(h);
+}
+
+/* Parameters of the float32 estimate of neuron i (used by the lanes path for float32 input):
+ * w = fl32(fl32(fl32(x - cf) * gf) + B/2), cf = (float)centre, gf = (float)(B / (2 half)).
+ * Bound (v = 2^-24, float32 unit roundoff; T = (x - centre) B / (2 half) + B/2 the real value):
+ * only w in [-1/2, B + 1/2] matters (outside it the relative errors, a few v, keep T and so the
+ * exact t beyond the same end). There |p| = |fl32(d gf)| <= B/2 + 0.6, and summing the roundings
+ * of cf (v|c|), of gf (v + 2^-51, relative), of d, of p and of w:
+ *   |w - T| <= v (2.5 B + 2.5 + 1.01 |c| G) + 2^-149   (G = B / (2 half)),
+ * and the exact double t is within 2^-44 B of T (bound at bin_consts_init). So |w - t| < delta with
+ * delta = 2^-22 (1.5 B + 2 + |c| G) rounded up to a power of two (1 - delta exact in float32);
+ * used where delta <= 1/16, B <= 2^22 (B + 1/2 exact), |c| <= 1e30 and gf a normal float (no
+ * overflow of cf, d*gf finite unless T is far out of range). Otherwise delta = 1: every value of the
+ * neuron is "near", i.e. binned exactly. */
+static inline int32_t exact_bin(double x, double centre, double half, int32_t bins);
+
+static void f32_estimate_init(vdna_hist *h, int64_t i) {
+    double B = (double)h->bins, c = h->centre[i], G = B / (2.0 * h->half[i]);
+    float gf = (float)G;
+    h->cf[i] = (float)c;
+    h->gf[i] = gf;
+    h->zb[i] = exact_bin(0.0, c, h->half[i], (int32_t)h->bins);
+    h->df[i] = 1.0f;
+    if (!h->recip_ok || h->bins > (1 << 22) || !(fabs(c) <= 1e30) || !(gf >= FLT_MIN) || !(gf <= 1e30f)) return;
+    double need = 0x1p-22 * (1.5 * B + 2.0 + fabs(c) * G), delta = 0x1p-24;
+    while (delta < need) delta *= 2;
+    if (delta <= 0.0625) h->df[i] = (float)delta;
 }
 
 vdna_status vdna_hist_create(vdna_hist **out, int64_t n_neurons, int64_t bins, const double *mins,
@@ -69,9 +110,14 @@ vdna_status vdna_hist_create(vdna_hist **out, int64_t n_neurons, int64_t bins, c
     h->maxs = malloc(c * sizeof(double));
     h->centre = malloc(c * sizeof(double));
     h->half = malloc(c * sizeof(double));
+    h->recip = malloc(c * sizeof(double));
+    h->cf = malloc(c * sizeof(float));
+    h->gf = malloc(c * sizeof(float));
+    h->df = malloc(c * sizeof(float));
+    h->zb = malloc(c * sizeof(int32_t));
     h->counts = calloc(c * (size_t)bins, sizeof(int64_t));
     h->nan_counts = calloc(c, sizeof(int64_t));
-    if (!h->mins || !h->maxs || !h->centre || !h->half || !h->counts || !h->nan_counts) {
+    if (!h->mins || !h->maxs || !h->centre || !h->half || !h->recip || !h->cf || !h->gf || !h->df || !h->zb || !h->counts || !h->nan_counts) {
         vdna_hist_free(h);
         return vdna_fail(VDNA_ERR_NOMEM, "hist: cannot allocate %lld x %lld counts", (long long)n_neurons,
                          (long long)bins);
@@ -79,51 +125,190 @@ vdna_status vdna_hist_create(vdna_hist **out, int64_t n_neurons, int64_t bins, c
     h->n_neurons = n_neurons;
     h->bins = bins;
     h->layout = layout;
+    int recip_ok = 1;
     for (int64_t i = 0; i < n_neurons; i++) {
         double lo = 1.2 * mins[i], hi = 1.2 * maxs[i];
         h->mins[i] = mins[i];
         h->maxs[i] = maxs[i];
         h->centre[i] = (lo + hi) / 2;
         h->half[i] = (hi - lo) / 2 + 1e-8;
+        h->recip[i] = 1.0 / h->half[i];
+        if (!(h->recip[i] >= DBL_MIN)) recip_ok = 0;
     }
+    h->recip_ok = recip_ok;
+    for (int64_t i = 0; i < n_neurons; i++) f32_estimate_init(h, i);
     *out = h;
     return VDNA_OK;
 }
 
 /* ---------------------------------------------------------------- binning kernels */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
-/* AVX2 doubles the vector width of the binning loops where the CPU has it; the arithmetic (IEEE,
- * no contraction: -ffp-contract=off) and so every bin is the same in both versions. */
-#define VDNA_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+/* AVX2 / AVX-512 widen the vectors of the binning loops where the CPU has them; every bin is the
+ * same in every version (the estimate is only trusted when it provably floors like the exact t,
+ * and the exact t uses IEEE operations, no contraction: -ffp-contract=off). */
+#define VDNA_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define VDNA_MULTIVERSION
 #endif
 
-/* Bin index of each value of v[0..n) for one neuron, exactly as DESIGN.md says; NaN -> `bins`
- * (a slot of its own). Clamping t = ((z+1) B) / 2 to [0, B] equals clamping z to [-1, 1] first
- * (rounding is monotone, and z = -1 / 1 give t = 0 / B exactly); written this way, with no
- * arithmetic after a select, gcc vectorises the loop. NaN fails `t > 0` and becomes 0 before the
- * integer conversion (converting NaN is undefined behaviour), then goes to the NaN slot. */
-VDNA_MULTIVERSION
-static void bin_block(const double *v, int64_t n, double centre, double half, int32_t bins, int32_t *idx) {
+/* The specified bin of x (NaN -> `bins`, a slot of its own). Clamping t = ((z+1) B) / 2 to [0, B]
+ * equals clamping z to [-1, 1] first (rounding is monotone, and z = -1 / 1 give t = 0 / B exactly).
+ * NaN fails `t > 0` and becomes 0 before the integer conversion (converting NaN is undefined). */
+static inline int32_t exact_bin(double x, double centre, double half, int32_t bins) {
     const double bd = (double)bins;
-    const int32_t last = bins - 1;
+    double t = (((x - centre) / half + 1.0) * bd) * 0.5;
+    int32_t isnan_ = t != t;
+    t = t > 0.0 ? t : 0.0;
+    t = t < bd ? t : bd;
+    int32_t b = (int32_t)t;
+    b = b > bins - 1 ? bins - 1 : b;
+    return isnan_ ? bins : b;
+}
+
+typedef struct {
+    double hb;     /* bins / 2 */
+    double top;    /* bins + 0.5: upper clamp of the estimate */
+    double delta;  /* estimates within delta of an integer are redone exactly */
+    double omd;    /* 1 - delta */
+    int32_t bins, last;
+} bin_consts;
+
+/* Why the estimate u = fl(fl(fl(d * r) + 1) * (B/2)), d = fl(x - centre), r = fl(1 / half), floors
+ * like the exact t = fl(fl(fl(d / half) + 1) * B) / 2 unless u is within delta of an integer
+ * (u = unit roundoff 2^-53 below; no underflow: r >= DBL_MIN is checked at creation, else every
+ * value takes the exact path; a subnormal d*r or d/half only adds an absolute error < 2^-1074).
+ *   Only u in [-1/2, B + 1/2] matters (outside it both sides clamp to the same end bin: relative
+ *   errors keep t on the same side of 0 and of B). There |fl(d*r)| <= 2 + 2/B, so |d/half| <= 4.1.
+ *   q = fl(d/half) = (d/half)(1+e1), q' = fl(d*r) = (d/half)(1+e2)(1+e3): |q - q'| <= 3.01u * 4.1.
+ *   s = fl(q+1), s' = fl(q'+1): |s - s'| <= 12.4u + u(|q+1| + |q'+1|) <= 23u.
+ *   t = fl(s*B)/2 and u = fl(s'*(B/2)) = fl(s'*B)/2 exactly (B/2 and 1/2 are exact scalings):
+ *   |t - u| <= (23u B + u B (|s| + |s'|)) / 2 <= 17u B < B 2^-48 < delta = B 2^-44 (rounded up to
+ *   a power of two, so 1 - delta is exact).
+ * If u lies in [k + delta, k + 1 - delta] then t lies in (k, k+1): both floor to k. */
+static bin_consts bin_consts_init(const vdna_hist *h) {
+    bin_consts k;
+    k.bins = (int32_t)h->bins;
+    k.last = k.bins - 1;
+    k.hb = (double)h->bins * 0.5;
+    k.top = (double)h->bins + 0.5;
+    k.delta = 0x1p-44;
+    while (k.delta * 0x1p44 < (double)h->bins) k.delta *= 2;
+    if (!h->recip_ok) k.delta = 1.0; /* every estimate "near": all values binned exactly */
+    k.omd = 1.0 - k.delta;
+    return k;
+}
+
+/* Bin estimate of x; *near = 1 when it must be redone with exact_bin. The estimate is clamped to
+ * [-1/2, B + 1/2] (NaN to -1/2) and truncated (= floored, and u in [-1/2, 0) gives 0, with
+ * f = u - 0 < 0: u within delta below 0 is "near" through |f| <= delta). f = u - trunc(u) is exact
+ * (Sterbenz for u >= 1). Written with selects only so that gcc vectorises the loops below. */
+static inline int32_t estimate(double x, double centre, double recip, const bin_consts *k, int32_t *near) {
+    double u = ((x - centre) * recip + 1.0) * k->hb;
+    int32_t isnan_ = u != u;
+    u = u > -0.5 ? u : -0.5;
+    u = u < k->top ? u : k->top;
+    int32_t b = (int32_t)u;
+    double f = u - (double)b;
+    *near = ((f <= k->delta) & (f >= -k->delta)) | (f >= k->omd);
+    b = b > k->last ? k->last : b;
+    return isnan_ ? k->bins : b;
+}
+
+/* Estimated bins of v[0..n) of one neuron into idx (-1 where unsure); returns whether any is. */
+VDNA_MULTIVERSION
+static int32_t estimate_f64(const double *v, int64_t n, double centre, double recip, bin_consts k, int32_t *idx) {
+    int32_t any = 0;
     for (int64_t i = 0; i < n; i++) {
-        double t = (((v[i] - centre) / half + 1.0) * bd) * 0.5;
-        int32_t isnan_ = t != t;
-        t = t > 0.0 ? t : 0.0;
-        t = t < bd ? t : bd;
-        int32_t b = (int32_t)t;
-        b = b > last ? last : b;
-        idx[i] = isnan_ ? bins : b;
+        int32_t near;
+        int32_t b = estimate(v[i], centre, recip, &k, &near);
+        idx[i] = near ? -1 : b;
+        any |= near;
     }
+    return any;
+}
+
+/* float32 values of one neuron, with the float32 estimate (f32_estimate_init): cf, gf, delta. */
+VDNA_MULTIVERSION
+static int32_t estimate_f32(const float *v, int64_t n, float cf, float gf, float dl, int32_t zb, int32_t bins,
+                            int32_t *idx) {
+    const float hb = (float)bins * 0.5f, top = (float)bins + 0.5f, om = 1.0f - dl;
+    const int32_t last = bins - 1;
+    int32_t any = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float w = (v[i] - cf) * gf + hb;
+        int32_t isnan_ = w != w;
+        w = w > -0.5f ? w : -0.5f;
+        w = w < top ? w : top;
+        int32_t b = (int32_t)w;
+        float f = w - (float)b;
+        int32_t zero = v[i] == 0.0f;
+        int32_t near = (((f <= dl) & (f >= -dl)) | (f >= om)) & !zero;
+        b = b > last ? last : b;
+        b = isnan_ ? bins : b;
+        b = zero ? zb : b;
+        idx[i] = near ? -1 : b;
+        any |= near;
+    }
+    return any;
+}
+
+/* One sample position of n consecutive neurons: idx[j] = j * slots + bin (a slot in neuron j's
+ * local histogram), -1 where unsure. */
+VDNA_MULTIVERSION
+static int32_t estimate_row_f32(const float *v, int64_t n, const double *centre, const double *recip, bin_consts k,
+                                int32_t slots, int32_t *idx) {
+    int32_t any = 0;
+    for (int64_t j = 0; j < n; j++) {
+        int32_t near;
+        int32_t b = estimate((double)v[j], centre[j], recip[j], &k, &near);
+        idx[j] = near ? -1 : (int32_t)j * slots + b;
+        any |= near;
+    }
+    return any;
+}
+
+VDNA_MULTIVERSION
+static int32_t estimate_row_f64(const double *v, int64_t n, const double *centre, const double *recip, bin_consts k,
+                                int32_t slots, int32_t *idx) {
+    int32_t any = 0;
+    for (int64_t j = 0; j < n; j++) {
+        int32_t near;
+        int32_t b = estimate(v[j], centre[j], recip[j], &k, &near);
+        idx[j] = near ? -1 : (int32_t)j * slots + b;
+        any |= near;
+    }
+    return any;
+}
+
+/* Bins of n values of one neuron, exact: estimates, then the unsure ones redone. The values are
+ * f32 (vf) or f64 (vd) with unit stride. */
+static void bin_values(const float *vf, const double *vd, int64_t n, const vdna_hist *h, int64_t c,
+                       const bin_consts *k, int32_t *idx) {
+    const double centre = h->centre[c], half = h->half[c];
+    int32_t any = vf ? estimate_f32(vf, n, h->cf[c], h->gf[c], h->df[c], h->zb[c], k->bins, idx)
+                     : estimate_f64(vd, n, centre, h->recip[c], *k, idx);
+    if (!any) return;
+    for (int64_t i = 0; i < n; i++)
+        if (idx[i] < 0) idx[i] = exact_bin(vf ? (double)vf[i] : vd[i], centre, half, k->bins);
+}
+
+/* The same for one sample position of n consecutive neurons (slot indices, see estimate_row_*). */
+static void bin_row(const float *vf, const double *vd, int64_t n, const double *centre, const double *half,
+                    const double *recip, const bin_consts *k, int32_t slots, int32_t *idx) {
+    int32_t any = vf ? estimate_row_f32(vf, n, centre, recip, *k, slots, idx)
+                     : estimate_row_f64(vd, n, centre, recip, *k, slots, idx);
+    if (!any) return;
+    for (int64_t j = 0; j < n; j++)
+        if (idx[j] < 0) idx[j] = (int32_t)j * slots + exact_bin(vf ? (double)vf[j] : vd[j], centre[j], half[j], k->bins);
 }
 
 /* ---------------------------------------------------------------- counting
- * Values are counted into small 32-bit local histograms (bins + a NaN slot) that stay in L1,
+ * Values are counted into small 32-bit local histograms (bins + a NaN slot) that stay in cache,
  * then flushed into the neuron's 64-bit counts over the touched bin range only: the counts of a
  * large layer (C x B x 8 bytes) do not fit in cache, and random increments there would miss. With
- * very few values per neuron the local histogram is not worth clearing: count directly. */
+ * very few values per neuron the local histogram is not worth clearing: count directly. With many
+ * values per neuron, N_SUB interleaved local histograms, so that repeated hits of one bin (e.g.
+ * ReLU zeros) do not serialise on one memory location. */
 typedef struct {
     uint32_t *sub;  /* n_sub x slots */
     int n_sub;      /* 1 or N_SUB */
@@ -156,25 +341,23 @@ static void count_direct(const int32_t *idx, int64_t len, int32_t B, int64_t *co
     }
 }
 
-/* Add the local histogram to counts / *nans and clear it. */
+/* Add one local histogram s (B bins + NaN slot) to counts / *nans and clear it. */
+static void flush_slots(uint32_t *s, int32_t B, int64_t *counts, int64_t *nans) {
+    int32_t lo = 0, hi = B - 1;
+    while (lo < B && s[lo] == 0) lo++;
+    while (hi > lo && s[hi] == 0) hi--;
+    for (int32_t b = lo; b <= hi && lo < B; b++) counts[b] += s[b];
+    if (lo < B) memset(s + lo, 0, (size_t)(hi - lo + 1) * sizeof *s);
+    *nans += s[B];
+    s[B] = 0;
+}
+
 static void flush_local(local_hist *l, int32_t B, int64_t *counts, int64_t *nans) {
-    for (int k = 0; k < l->n_sub; k++) {
-        uint32_t *s = l->sub + (size_t)k * l->slots;
-        int32_t lo = 0, hi = B - 1;
-        while (lo < B && s[lo] == 0) lo++;
-        while (hi > lo && s[hi] == 0) hi--;
-        for (int32_t b = lo; b <= hi && lo < B; b++) counts[b] += s[b];
-        if (lo < B) memset(s + lo, 0, (size_t)(hi - lo + 1) * sizeof *s);
-        *nans += s[B];
-        s[B] = 0;
-    }
+    for (int k = 0; k < l->n_sub; k++) flush_slots(l->sub + (size_t)k * l->slots, B, counts, nans);
     l->pending = 0;
 }
 
-/* Bin n values of one neuron and count them (locally, or directly without a local histogram). */
-static void bin_and_count(const double *v, int64_t n, double centre, double half, int32_t B, int32_t *idx,
-                          local_hist *l, int64_t *counts, int64_t *nans) {
-    bin_block(v, n, centre, half, B, idx);
+static void count_block(const int32_t *idx, int64_t n, int32_t B, local_hist *l, int64_t *counts, int64_t *nans) {
     if (l->sub == NULL) {
         count_direct(idx, n, B, counts, nans);
         return;
@@ -186,52 +369,66 @@ static void bin_and_count(const double *v, int64_t n, double centre, double half
 typedef struct {
     vdna_hist *h;
     const vdna_acts *a;
+    bin_consts k;
 } hist_job;
 
-/* Neuron by neuron, along runs of samples (channels layout with long runs). */
+/* Neuron by neuron, along runs of samples (channels layout with long runs). Bins of short runs
+ * (e.g. 7x7) are packed into full blocks before counting. f32/f64 runs with unit stride are
+ * binned in place; others are converted to float64 blocks first. */
 static void hist_by_neuron(void *ctx, int64_t c0, int64_t c1) {
     const hist_job *job = ctx;
     vdna_hist *h = job->h;
     const vdna_acts *a = job->a;
+    const bin_consts *k = &job->k;
     const int32_t B = (int32_t)h->bins;
     const int64_t run = vdna_acts_run_len(a), rs = vdna_acts_run_stride(a);
     const int64_t per_neuron = a->n_images * a->n_samples;
+    const int in_place = rs == 1 && (a->dtype == VDNA_F32 || a->dtype == VDNA_F64);
     double buf[VDNA_BLOCK];
     int32_t idx[VDNA_BLOCK];
     local_hist l = {NULL, per_neuron >= 4 * ((int64_t)B + 1) ? N_SUB : 1, (size_t)B + 1, 0};
     /* if the local histogram cannot be allocated, direct counting gives the same counts */
-    if (per_neuron * 16 >= (int64_t)l.slots) l.sub = calloc((size_t)l.n_sub * l.slots, sizeof *l.sub);
+    /* below 2 values per bin, direct counting (no clearing and flushing of a local histogram) is
+     * faster (measured: 2048 x 7x7 x 32 images) */
+    if (per_neuron >= 2 * (int64_t)l.slots) l.sub = calloc((size_t)l.n_sub * l.slots, sizeof *l.sub);
     for (int64_t c = c0; c < c1; c++) {
-        const double centre = h->centre[c], half = h->half[c];
         int64_t *counts = h->counts + c * (int64_t)B, nans = 0;
-        int64_t filled = 0; /* short runs (e.g. 7x7) are packed into full blocks */
+        int64_t filled = 0;
         for (int64_t n = 0; n < a->n_images; n++) {
             int64_t base = n * a->image_stride + c * a->neuron_stride;
             for (int64_t p = 0; p < a->n_samples; p += run) {
                 int64_t off = base + vdna_acts_sample_offset(a, p);
                 for (int64_t j = 0; j < run;) {
                     int64_t len = run - j < VDNA_BLOCK - filled ? run - j : VDNA_BLOCK - filled;
-                    vdna_load_block(buf + filled, a->data, a->dtype, off + j * rs, rs, len);
+                    if (in_place && a->dtype == VDNA_F32)
+                        bin_values((const float *)a->data + off + j, NULL, len, h, c, k, idx + filled);
+                    else if (in_place)
+                        bin_values(NULL, (const double *)a->data + off + j, len, h, c, k, idx + filled);
+                    else {
+                        vdna_load_block(buf, a->data, a->dtype, off + j * rs, rs, len);
+                        bin_values(NULL, buf, len, h, c, k, idx + filled);
+                    }
                     filled += len;
                     j += len;
                     if (filled == VDNA_BLOCK) {
-                        bin_and_count(buf, filled, centre, half, B, idx, &l, counts, &nans);
+                        count_block(idx, filled, B, &l, counts, &nans);
                         filled = 0;
                     }
                 }
             }
         }
-        if (filled) bin_and_count(buf, filled, centre, half, B, idx, &l, counts, &nans);
+        if (filled) count_block(idx, filled, B, &l, counts, &nans);
         if (l.sub) flush_local(&l, B, counts, &nans);
         h->nan_counts[c] += nans;
     }
     free(l.sub);
 }
 
-/* Neurons close in memory (tokens, channels-last, one sample per image). A block of up to
- * NEURON_BLOCK neurons is read ROW_TILE sample positions at a time, each position a contiguous
- * segment (streams well), transposed into per-neuron runs, then binned and counted like long runs
- * with one local histogram per neuron of the block (kept for the whole batch). */
+/* Neurons close in memory (tokens, channels-last, one sample per image): a block of neurons is
+ * walked one sample position (row) at a time, with one local histogram per neuron of the block,
+ * kept for the whole batch. Rows of unit neuron stride (f32/f64) are binned in place, vectorised
+ * across the neurons; others are read ROW_TILE positions at a time and transposed into per-neuron
+ * runs first. */
 #define NEURON_BLOCK 128
 #define ROW_TILE 32
 #define LOCAL_BYTES (1 << 20) /* bound on the local histograms of one block */
@@ -257,31 +454,44 @@ static inline void prefetch_segment(const vdna_acts *a, int64_t offset, int64_t 
 #endif
 }
 
+/* Count one row of slot indices (see estimate_row_*) of nb neurons: into the local histograms
+ * `mem` (block x slots), or straight into counts / nans when there are none. */
+static void count_row(const int32_t *idx, int64_t nb, uint32_t *mem, int32_t B, int64_t *counts, int64_t *nans) {
+    if (mem) {
+        for (int64_t j = 0; j < nb; j++) mem[idx[j]]++;
+        return;
+    }
+    const int32_t slots = B + 1;
+    for (int64_t j = 0; j < nb; j++) {
+        int32_t b = idx[j] - (int32_t)j * slots;
+        if (b == B)
+            nans[j]++;
+        else
+            counts[j * (int64_t)B + b]++;
+    }
+}
+
 static void hist_by_row(void *ctx, int64_t c0, int64_t c1) {
     const hist_job *job = ctx;
     vdna_hist *h = job->h;
     const vdna_acts *a = job->a;
+    const bin_consts *k = &job->k;
     const int32_t B = (int32_t)h->bins;
     const int64_t sc = a->neuron_stride;
     const int64_t per_neuron = a->n_images * a->n_samples;
-    const size_t slots = (size_t)B + 1;
+    const int32_t slots = B + 1;
+    const int in_place = sc == 1 && (a->dtype == VDNA_F32 || a->dtype == VDNA_F64);
     double row[NEURON_BLOCK], tile[NEURON_BLOCK * ROW_TILE];
-    int32_t idx[ROW_TILE];
-    int64_t block = (int64_t)(LOCAL_BYTES / (slots * sizeof(uint32_t)));
+    int32_t idx[NEURON_BLOCK > ROW_TILE ? NEURON_BLOCK : ROW_TILE];
+    int64_t block = (int64_t)(LOCAL_BYTES / ((size_t)slots * sizeof(uint32_t)));
     block = block < 1 ? 1 : block > NEURON_BLOCK ? NEURON_BLOCK : block;
     uint32_t *mem = NULL;
-    if (per_neuron * 16 >= (int64_t)slots) mem = calloc((size_t)block * slots, sizeof *mem);
-    local_hist l[NEURON_BLOCK];
-    for (int64_t j = 0; j < block; j++) {
-        l[j].sub = mem ? mem + (size_t)j * slots : NULL;
-        l[j].n_sub = 1;
-        l[j].slots = slots;
-        l[j].pending = 0;
-    }
+    if (per_neuron * 16 >= (int64_t)slots) mem = calloc((size_t)block * (size_t)slots, sizeof *mem);
     int64_t nans[NEURON_BLOCK];
     for (int64_t cb = c0; cb < c1; cb += block) {
         const int64_t nb = c1 - cb < block ? c1 - cb : block;
         int64_t *counts = h->counts + cb * (int64_t)B;
+        int64_t rows = 0; /* since the last flush: each adds at most 1 to a local slot */
         memset(nans, 0, sizeof nans);
         for (int64_t n = 0; n < a->n_images; n++) {
             for (int64_t p0 = 0; p0 < a->n_samples; p0 += ROW_TILE) {
@@ -290,27 +500,171 @@ static void hist_by_row(void *ctx, int64_t c0, int64_t c1) {
                     int64_t off = n * a->image_stride + vdna_acts_sample_offset(a, p0 + r) + cb * sc;
                     if (p0 + r + PREFETCH_ROWS < a->n_samples) /* rows far apart defeat the hardware prefetcher */
                         prefetch_segment(a, n * a->image_stride + vdna_acts_sample_offset(a, p0 + r + PREFETCH_ROWS) + cb * sc, nb);
-                    vdna_load_block(row, a->data, a->dtype, off, sc, nb);
-                    for (int64_t j = 0; j < nb; j++) tile[j * ROW_TILE + r] = row[j];
-                }
-                for (int64_t j = 0; j < nb; j++) {
-                    bin_block(tile + j * ROW_TILE, tl, h->centre[cb + j], h->half[cb + j], B, idx);
-                    if (mem == NULL) {
-                        count_direct(idx, tl, B, counts + j * (int64_t)B, &nans[j]);
-                        continue;
+                    if (in_place) {
+                        if (a->dtype == VDNA_F32)
+                            bin_row((const float *)a->data + off, NULL, nb, h->centre + cb, h->half + cb, h->recip + cb, k,
+                                    slots, idx);
+                        else
+                            bin_row(NULL, (const double *)a->data + off, nb, h->centre + cb, h->half + cb, h->recip + cb, k,
+                                    slots, idx);
+                        count_row(idx, nb, mem, B, counts, nans);
+                    } else {
+                        vdna_load_block(row, a->data, a->dtype, off, sc, nb);
+                        for (int64_t j = 0; j < nb; j++) tile[j * ROW_TILE + r] = row[j];
                     }
-                    count_local(&l[j], idx, tl);
-                    if (l[j].pending > (int64_t)UINT32_MAX - ROW_TILE)
-                        flush_local(&l[j], B, counts + j * (int64_t)B, &nans[j]);
+                }
+                if (!in_place) {
+                    for (int64_t j = 0; j < nb; j++) {
+                        bin_values(NULL, tile + j * ROW_TILE, tl, h, cb + j, k, idx);
+                        for (int64_t q = 0; q < tl; q++) idx[q] += (int32_t)j * slots;
+                        if (mem)
+                            for (int64_t q = 0; q < tl; q++) mem[idx[q]]++;
+                        else
+                            for (int64_t q = 0; q < tl; q++) {
+                                int32_t b = idx[q] - (int32_t)j * slots;
+                                if (b == B) nans[j]++;
+                                else counts[j * (int64_t)B + b]++;
+                            }
+                    }
+                }
+                rows += tl;
+                if (mem && rows > (int64_t)UINT32_MAX - ROW_TILE) {
+                    for (int64_t j = 0; j < nb; j++) flush_slots(mem + j * slots, B, counts + j * (int64_t)B, &nans[j]);
+                    rows = 0;
                 }
             }
         }
         for (int64_t j = 0; j < nb; j++) {
-            if (mem) flush_local(&l[j], B, counts + j * (int64_t)B, &nans[j]);
+            if (mem) flush_slots(mem + j * slots, B, counts + j * (int64_t)B, &nans[j]);
             h->nan_counts[cb + j] += nans[j];
         }
     }
     free(mem);
+}
+
+/* Tokens / channels-last float32 with unit neuron stride, the common case: blocks of LANES
+ * neurons (one 64-byte row segment per sample position, one AVX-512 vector) are walked over every
+ * sample position of the batch with their LANES local histograms, 16-bit so that they stay in L1
+ * (flushed at least every 65535 positions: a position adds 1 to one slot of each neuron). Each call
+ * of the kernel bins a chunk of positions of one image. Neurons left over (fewer than LANES at
+ * the end of a thread's range) go through hist_by_row. */
+#define LANES 16
+#define CHUNK_ROWS 128
+#define LANE_PREFETCH 12 /* positions ahead */
+#define LANES_LOCAL_BYTES (1 << 21)
+
+VDNA_MULTIVERSION
+static int32_t estimate_lanes_f32(const float *base, const int64_t *soff, int64_t q0, int64_t nq, int64_t n_samples,
+                                  const float *next, const float *cf, const float *gf, const float *df,
+                                  const int32_t *zb, int32_t bins, int32_t slots, int32_t *idx) {
+    float c[LANES], g[LANES], dl[LANES], om[LANES];
+    int32_t z[LANES];
+    for (int j = 0; j < LANES; j++) {
+        c[j] = cf[j];
+        g[j] = gf[j];
+        dl[j] = df[j];
+        om[j] = 1.0f - df[j];
+        z[j] = zb[j];
+    }
+    const float hb = (float)bins * 0.5f, top = (float)bins + 0.5f;
+    const int32_t last = bins - 1;
+    int32_t any = 0;
+    for (int64_t q = 0; q < nq; q++) {
+        int64_t ahead = q0 + q + LANE_PREFETCH;
+#if defined(__GNUC__)
+        /* positions are far apart (a row of all neurons between them): prefetch by hand */
+        if (ahead < n_samples)
+            __builtin_prefetch(base + soff[ahead]), __builtin_prefetch(base + soff[ahead] + LANES - 1);
+        else if (next && ahead - n_samples < n_samples)
+            __builtin_prefetch(next + soff[ahead - n_samples]), __builtin_prefetch(next + soff[ahead - n_samples] + LANES - 1);
+#else
+        (void)next;
+        (void)n_samples;
+#endif
+        const float *v = base + soff[q0 + q];
+        for (int j = 0; j < LANES; j++) {
+            /* the float32 estimate (f32_estimate_init), then as in `estimate` */
+            float w = (v[j] - c[j]) * g[j] + hb;
+            int32_t isnan_ = w != w;
+            w = w > -0.5f ? w : -0.5f;
+            w = w < top ? w : top;
+            int32_t b = (int32_t)w;
+            float f = w - (float)b;
+            int32_t zero = v[j] == 0.0f;
+            int32_t near = (((f <= dl[j]) & (f >= -dl[j])) | (f >= om[j])) & !zero;
+            b = b > last ? last : b;
+            b = isnan_ ? bins : b;
+            b = zero ? z[j] : b;
+            idx[q * LANES + j] = near ? -1 : j * slots + b;
+            any |= near;
+        }
+    }
+    return any;
+}
+
+static void flush_lanes(uint16_t *mem, int32_t B, int64_t *counts, int64_t *nans) {
+    const int32_t slots = B + 1;
+    for (int j = 0; j < LANES; j++) {
+        uint16_t *s = mem + (size_t)j * (size_t)slots;
+        int64_t *cj = counts + (int64_t)j * B;
+        int32_t lo = 0, hi = B - 1;
+        while (lo < B && s[lo] == 0) lo++;
+        while (hi > lo && s[hi] == 0) hi--;
+        for (int32_t b = lo; b <= hi && lo < B; b++) cj[b] += s[b];
+        if (lo < B) memset(s + lo, 0, (size_t)(hi - lo + 1) * sizeof *s);
+        nans[j] += s[B];
+        s[B] = 0;
+    }
+}
+
+static void hist_by_lanes(void *ctx, int64_t c0, int64_t c1) {
+    const hist_job *job = ctx;
+    vdna_hist *h = job->h;
+    const vdna_acts *a = job->a;
+    const int32_t B = (int32_t)h->bins, slots = B + 1;
+    const int64_t S = a->n_samples;
+    const int64_t c_end = c0 + (c1 - c0) / LANES * LANES;
+    int64_t *soff = malloc((size_t)S * sizeof *soff);
+    uint16_t *mem = calloc((size_t)LANES * (size_t)slots, sizeof *mem);
+    if (soff == NULL || mem == NULL || c_end == c0) { /* the general path gives the same counts */
+        free(soff);
+        free(mem);
+        hist_by_row(ctx, c0, c1);
+        return;
+    }
+    for (int64_t p = 0; p < S; p++) soff[p] = vdna_acts_sample_offset(a, p);
+    int32_t idx[CHUNK_ROWS * LANES];
+    const float *data = a->data;
+    for (int64_t cb = c0; cb < c_end; cb += LANES) {
+        int64_t *counts = h->counts + cb * (int64_t)B, nans[LANES] = {0};
+        int64_t rows = 0; /* since the last flush */
+        for (int64_t n = 0; n < a->n_images; n++) {
+            const float *base = data + n * a->image_stride + cb;
+            const float *next = n + 1 < a->n_images ? base + a->image_stride : NULL;
+            for (int64_t q0 = 0; q0 < S; q0 += CHUNK_ROWS) {
+                const int64_t nq = S - q0 < CHUNK_ROWS ? S - q0 : CHUNK_ROWS;
+                if (rows + nq > UINT16_MAX) {
+                    flush_lanes(mem, B, counts, nans);
+                    rows = 0;
+                }
+                if (estimate_lanes_f32(base, soff, q0, nq, S, next, h->cf + cb, h->gf + cb, h->df + cb, h->zb + cb, B, slots, idx)) {
+                    for (int64_t i = 0; i < nq * LANES; i++) {
+                        if (idx[i] >= 0) continue;
+                        int64_t j = i % LANES;
+                        double x = (double)base[soff[q0 + i / LANES] + j];
+                        idx[i] = (int32_t)j * slots + exact_bin(x, h->centre[cb + j], h->half[cb + j], B);
+                    }
+                }
+                for (int64_t i = 0; i < nq * LANES; i++) mem[idx[i]]++;
+                rows += nq;
+            }
+        }
+        flush_lanes(mem, B, counts, nans);
+        for (int j = 0; j < LANES; j++) h->nan_counts[cb + j] += nans[j];
+    }
+    free(soff);
+    free(mem);
+    if (c_end < c1) hist_by_row(ctx, c_end, c1);
 }
 
 vdna_status vdna_hist_update(vdna_hist *h, const vdna_array *x) {
@@ -320,10 +674,18 @@ vdna_status vdna_hist_update(vdna_hist *h, const vdna_array *x) {
     vdna_status st = vdna_acts_describe(x, h->layout, h->n_neurons, &a);
     if (st != VDNA_OK) return st;
     if (a.n_images == 0) return VDNA_OK;
-    hist_job job = {h, &a};
+    hist_job job = {h, &a, bin_consts_init(h)};
     int64_t per_neuron = a.n_images * a.n_samples;
     int64_t min_chunk = per_neuron >= 8192 ? 1 : 8192 / per_neuron;
-    st = vdna_parallel_for(h->n_neurons, min_chunk, a.by_rows ? hist_by_row : hist_by_neuron, &job);
+    vdna_range_fn fn = hist_by_neuron;
+    if (a.by_rows) {
+        /* 16-lane blocks: float32, unit neuron stride, enough values per neuron for local
+         * histograms, and LANES of them small enough */
+        int lanes = a.dtype == VDNA_F32 && a.neuron_stride == 1 && per_neuron * 16 >= h->bins + 1 &&
+                    (h->bins + 1) * LANES * (int64_t)sizeof(uint16_t) <= LANES_LOCAL_BYTES;
+        fn = lanes ? hist_by_lanes : hist_by_row;
+    }
+    st = vdna_parallel_for(h->n_neurons, min_chunk, fn, &job);
     if (st != VDNA_OK) return st;
     h->num_images += a.n_images;
     return VDNA_OK;

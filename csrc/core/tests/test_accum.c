@@ -1,4 +1,5 @@
 /* test_accum.c: C tests of the accumulators (no Python), with hand-worked values. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,6 +183,172 @@ static void test_hist_random(int64_t N, int64_t C, int64_t S, int64_t B) {
     free(rc);
     free(nans);
     free(rn);
+}
+
+/* ---------------------------------------------------------------- bin thresholds (float32)
+ * The fast paths estimate a bin with a reciprocal (float64) or in float32 and redo the values
+ * near a bin edge exactly. These tests put float32 values exactly on every bin threshold (the
+ * smallest float32 in a bin) and one ulp either side, plus extremes, for several ranges, and
+ * compare with ref_bin in every layout/dtype path: tokens f32 (16-neuron lanes + the leftover
+ * neurons), channels f32 (in place), the same values as f64, and one thread or two. */
+static uint32_t f32_key(float f) { /* order-preserving map of float32 to uint32 (no NaN) */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (u & 0x80000000u) ? ~u : u | 0x80000000u;
+}
+static float f32_from_key(uint32_t k) {
+    uint32_t u = (k & 0x80000000u) ? k & 0x7FFFFFFFu : ~k;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Smallest float32 x with ref_bin(x) >= k (bisection over the ordered float32s, -Inf..+Inf). */
+static float f32_threshold(int64_t k, double mn, double mx, int64_t B) {
+    uint32_t lo = f32_key(-INFINITY), hi = f32_key(INFINITY); /* ref_bin(lo) = 0 < k <= ref_bin(hi) */
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (ref_bin((double)f32_from_key(mid), mn, mx, B) >= k)
+            hi = mid;
+        else
+            lo = mid;
+    }
+    return f32_from_key(hi);
+}
+
+/* Values of one neuron: each threshold and its float32 neighbours, then extremes. */
+static int64_t threshold_values(double mn, double mx, int64_t B, float *out) {
+    int64_t n = 0;
+    for (int64_t k = 1; k < B; k++) {
+        float t = f32_threshold(k, mn, mx, B);
+        out[n++] = nextafterf(t, -INFINITY);
+        out[n++] = t;
+        out[n++] = nextafterf(t, INFINITY);
+    }
+    const float extremes[] = {INFINITY, -INFINITY, FLT_MAX, -FLT_MAX, 0x1p-149f, -0x1p-149f, FLT_MIN, 0.0f, -0.0f,
+                              NAN, (float)mn, (float)mx, (float)(1.2 * mn), (float)(1.2 * mx), 1e30f, -1e30f};
+    for (size_t i = 0; i < sizeof extremes / sizeof *extremes; i++) out[n++] = extremes[i];
+    return n;
+}
+
+static void test_hist_thresholds(int64_t B) {
+    enum { C = 19 }; /* one block of 16 lanes and 3 leftover neurons */
+    double mins[C], maxs[C];
+    for (int c = 0; c < C; c++) {
+        double a = (uniform() - 0.5) * 20, b = a + uniform() * 10;
+        if (c % 5 == 1) a = 0, b = uniform() * 4;          /* ReLU-like */
+        if (c % 5 == 2) a = -(b = 1 + uniform());          /* symmetric: x = 0 gives t = B/2 */
+        if (c % 5 == 3) a = b = uniform() * 3 - 1;         /* min == max: half = 1e-8 */
+        if (c % 7 == 4) a = 1000 + uniform(), b = a + 1e-3; /* narrow, far from zero */
+        mins[c] = a;
+        maxs[c] = b;
+    }
+    int64_t cap = 3 * B + 32, S = 0;
+    float *vals = malloc((size_t)(C * cap) * sizeof *vals);
+    int64_t len[C];
+    for (int c = 0; c < C; c++) {
+        len[c] = threshold_values(mins[c], maxs[c], B, vals + c * cap);
+        if (len[c] > S) S = len[c];
+    }
+    /* tokens (1, S, C) and channels (1, C, S): neuron c gets its values, padded with NaN */
+    float *tok = malloc((size_t)(S * C) * sizeof *tok), *chn = malloc((size_t)(S * C) * sizeof *chn);
+    double *dbl = malloc((size_t)(S * C) * sizeof *dbl);
+    for (int c = 0; c < C; c++)
+        for (int64_t s = 0; s < S; s++) {
+            float v = s < len[c] ? vals[c * cap + s] : NAN;
+            tok[s * C + c] = v;
+            chn[c * S + s] = v;
+            dbl[c * S + s] = (double)v;
+        }
+    int64_t *rc = malloc((size_t)(C * B) * sizeof *rc), *got = malloc((size_t)(C * B) * sizeof *got);
+    int64_t rn[C], gn[C];
+    ref_counts(dbl, 1, C, S, mins, maxs, B, rc, rn);
+    int64_t tshape[3] = {1, S, C}, cshape[3] = {1, C, S};
+    vdna_array arrays[3] = {make_array(tok, VDNA_F32, 3, tshape), make_array(chn, VDNA_F32, 3, cshape),
+                            make_array(dbl, VDNA_F64, 3, cshape)};
+    vdna_layout layouts[3] = {VDNA_LAYOUT_TOKENS, VDNA_LAYOUT_CHANNELS, VDNA_LAYOUT_CHANNELS};
+    for (int threads = 1; threads <= 2; threads++) {
+        vdna_set_num_threads(threads);
+        for (int i = 0; i < 3; i++) {
+            vdna_hist *h = NULL;
+            CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, layouts[i]));
+            CHECK_OK(vdna_hist_update(h, &arrays[i]));
+            vdna_hist_counts(h, got);
+            vdna_hist_nan_counts(h, gn);
+            if (!equal_i64(got, rc, C * B) || !equal_i64(gn, rn, C)) {
+                failures++;
+                fprintf(stderr, "thresholds: B %lld, array %d, %d thread(s): counts differ\n", (long long)B, i, threads);
+            }
+            vdna_hist_free(h);
+        }
+    }
+    vdna_set_num_threads(0);
+    free(vals);
+    free(tok);
+    free(chn);
+    free(dbl);
+    free(rc);
+    free(got);
+}
+
+/* The same for float64 values: every float64 threshold and its neighbours (the reciprocal
+ * estimate of the float64 paths is off by an ulp at some of them). */
+static uint64_t f64_key(double f) {
+    uint64_t u;
+    memcpy(&u, &f, sizeof u);
+    return (u & 0x8000000000000000ull) ? ~u : u | 0x8000000000000000ull;
+}
+static double f64_from_key(uint64_t k) {
+    uint64_t u = (k & 0x8000000000000000ull) ? k & 0x7FFFFFFFFFFFFFFFull : ~k;
+    double f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static void test_hist_thresholds_f64(int64_t B) {
+    enum { C = 5 };
+    double mins[C], maxs[C];
+    for (int c = 0; c < C; c++) {
+        mins[c] = (uniform() - 0.7) * 10;
+        maxs[c] = mins[c] + uniform() * 10;
+    }
+    mins[C - 1] = -(maxs[C - 1] = 1.5); /* symmetric */
+    int64_t S = 3 * (B - 1) + 1;
+    double *x = malloc((size_t)(C * S) * sizeof *x);
+    for (int c = 0; c < C; c++) {
+        for (int64_t k = 1; k < B; k++) {
+            uint64_t lo = f64_key(-INFINITY), hi = f64_key(INFINITY);
+            while (hi - lo > 1) {
+                uint64_t mid = lo + (hi - lo) / 2;
+                if (ref_bin(f64_from_key(mid), mins[c], maxs[c], B) >= k)
+                    hi = mid;
+                else
+                    lo = mid;
+            }
+            double t = f64_from_key(hi);
+            x[c * S + 3 * (k - 1)] = nextafter(t, -INFINITY);
+            x[c * S + 3 * (k - 1) + 1] = t;
+            x[c * S + 3 * (k - 1) + 2] = nextafter(t, INFINITY);
+        }
+        x[c * S + S - 1] = 0.0;
+    }
+    int64_t *rc = malloc((size_t)(C * B) * sizeof *rc), *got = malloc((size_t)(C * B) * sizeof *got), rn[C], gn[C];
+    ref_counts(x, 1, C, S, mins, maxs, B, rc, rn);
+    int64_t shape[3] = {1, C, S};
+    vdna_array arr = make_array(x, VDNA_F64, 3, shape);
+    vdna_hist *h = NULL;
+    CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_hist_update(h, &arr));
+    vdna_hist_counts(h, got);
+    vdna_hist_nan_counts(h, gn);
+    if (!equal_i64(got, rc, C * B) || !equal_i64(gn, rn, C)) {
+        failures++;
+        fprintf(stderr, "f64 thresholds: B %lld: counts differ\n", (long long)B);
+    }
+    vdna_hist_free(h);
+    free(x);
+    free(rc);
+    free(got);
 }
 
 /* Merging two halves equals one accumulation; batches split anywhere give the same counts. */
@@ -594,6 +761,13 @@ int main(void) {
     test_hist_random(2, 7, 9, 10000);  /* direct path, B = 10000 */
     test_hist_random(5, 300, 2, 13);   /* rows path (short runs) */
     test_hist_merge();
+    {
+        const int64_t bins[] = {1, 2, 7, 1000, 10000};
+        for (int i = 0; i < 5; i++) {
+            test_hist_thresholds(bins[i]);
+            test_hist_thresholds_f64(bins[i]);
+        }
+    }
     test_hist_strides();
     test_hist_f16();
     test_hist_errors();
