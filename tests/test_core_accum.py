@@ -254,6 +254,43 @@ def test_hist_merge_and_reset():
     assert a.bins == 16 and a.n_neurons == 5
 
 
+@pytest.mark.parametrize("spatial", [(7, 7), (14, 14), (5, 40)])
+@pytest.mark.parametrize("bins", [2, 10, 1000])
+def test_hist_relu_float32_runs(spatial, bins):
+    """Post-ReLU float32 maps (half exact zeros, both signs; the path that counts zeros apart on
+    AVX-512 CPUs), with NaN, +-Inf and values on bin edges: the reference counts, whatever the
+    thread count or batch split."""
+    rng = np.random.default_rng(7)
+    shape = (6, 5) + spatial
+    x = np.maximum(rng.standard_normal(shape), 0).astype(np.float32)
+    x[rng.random(shape) < 0.3] = -0.0
+    mins = np.array([0.0, -2.0, 0.0, -1.0, 0.3])
+    maxs = np.array([3.0, 2.0, 0.0, 4.0, 0.3])  # ReLU, symmetric (0 is a bin edge), degenerate
+    lo, hi = 1.2 * mins, 1.2 * maxs
+    centre, half = (lo + hi) / 2, (hi - lo) / 2 + 1e-8
+    edges = (centre[:, None] + half[:, None] * np.linspace(-1, 1, bins + 1)[None, :]).astype(np.float32)
+    flat = x.reshape(6, 5, -1)
+    for c in range(5):  # some values on the float32 edges of each neuron
+        k = min(edges.shape[1], flat.shape[2] // 3)
+        flat[1, c, :k] = edges[c, :k]
+        flat[2, c, :k] = np.nextafter(edges[c, :k], np.float32(np.inf))
+    flat[3, :, :4] = [np.nan, np.inf, -np.inf, np.nan]
+    want, want_nan = ref_hist(x, mins, maxs, bins)
+    assert want[1, bins // 2] >= np.sum(x[:, 1] == 0)  # zeros (both signs) in the upper bin at the edge
+    old = _core.get_num_threads()
+    try:
+        for threads in (1, 2):
+            _core.set_num_threads(threads)
+            for cut in (0, 1, 4):
+                h = _core.HistAccumulator(mins, maxs, bins)
+                h.update(x[:cut])
+                h.update(x[cut:])
+                np.testing.assert_array_equal(h.counts, want)
+                np.testing.assert_array_equal(h.nan_counts, want_nan)
+    finally:
+        _core.set_num_threads(old)
+
+
 def _split_counts(x, splits, mins, maxs, bins):
     h = _core.HistAccumulator(mins, maxs, bins)
     for part in np.split(x, splits):

@@ -11,7 +11,9 @@
  * two could floor differently (proof at bin_consts_init). float32 input uses a float32 estimate
  * with a wider, per-neuron delta (proof at f32_estimate_init; exact zeros take a precomputed bin).
  * Bin indices of a block of values are
- * computed in vectorisable loops, then counted in 32-bit local histograms (see "counting"). */
+ * computed in vectorisable loops, then counted in 32-bit local histograms (see "counting"). On
+ * AVX-512 CPUs the exact zeros of float32 runs (ReLU) are counted with vector compares instead and
+ * only the other values are scattered (see "without their exact zeros"). */
 #include <float.h>
 #include <limits.h>
 #include <math.h>
@@ -252,6 +254,80 @@ static int32_t estimate_f32(const float *v, int64_t n, float cf, float gf, float
     return any;
 }
 
+/* ---- float32 runs of one neuron without their exact zeros (ReLU outputs: often half the values)
+ * Exact zeros (+0.0 and -0.0 compare equal and bin alike: x - centre is then -centre or, for
+ * centre 0, a signed zero that becomes 1 after "+ 1") all take the precomputed bin zb, so they are
+ * only counted here, and the bins of the other values are packed into idx: the scatter into the
+ * local histograms, the floor of this path, then sees only those. Entries the estimate is unsure
+ * of hold ~i (i: the value's position in v) and are redone by nonzero_bins_f32. */
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define VDNA_HAVE_AVX512_KERNEL 1
+/* AVX-512 (chosen at run time): compare, estimate and compress 16 values at a time (compress into
+ * a register and a full store, faster than a compressing store on Intel; idx has 16 spare
+ * entries). The estimate w is estimate_f32's, with the same operations in the same order; then
+ * "near" is |w - round(w)| <= dl (vreduceps, exact), which for w in [-1/2, B + 1/2] is the same
+ * test as estimate_f32's on f = w - trunc(w): f <= dl, or f < 0 (w in [-1/2, 0)) and f >= -dl,
+ * or f >= 1 - dl. NaN is kept through the clamps (max/min return their second operand on NaN)
+ * and is "near" (the unordered compare), so the exact redo bins it. */
+__attribute__((target("avx512f,avx512dq")))
+static int64_t pack_nonzero_f32_avx512(const float *v, int64_t n, float cf, float gf, float dl, int32_t bins,
+                                       int32_t *idx, int64_t *zeros, int32_t *any) {
+    const __m512 c = _mm512_set1_ps(cf), g = _mm512_set1_ps(gf), hb = _mm512_set1_ps((float)bins * 0.5f);
+    const __m512 lo = _mm512_set1_ps(-0.5f), top = _mm512_set1_ps((float)bins + 0.5f), zero = _mm512_setzero_ps();
+    const __m512 d = _mm512_set1_ps(dl);
+    const __m512i last = _mm512_set1_epi32(bins - 1), step = _mm512_set1_epi32(16);
+    __m512i notpos = _mm512_setr_epi32(~0, ~1, ~2, ~3, ~4, ~5, ~6, ~7, ~8, ~9, ~10, ~11, ~12, ~13, ~14, ~15);
+    int64_t m = 0, nz = 0;
+    __mmask16 unsure = 0;
+    for (int64_t i = 0; i < n; i += 16) {
+        const int64_t rem = n - i < 16 ? n - i : 16;
+        const __mmask16 live = (__mmask16)(0xFFFFu >> (16 - rem));
+        const __m512 x = _mm512_maskz_loadu_ps(live, v + i);
+        const __mmask16 keep = _mm512_mask_cmp_ps_mask(live, x, zero, _CMP_NEQ_UQ); /* non-zero or NaN */
+        __m512 w = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x, c), g), hb);
+        w = _mm512_min_ps(top, _mm512_max_ps(lo, w));
+        __m512i b = _mm512_min_epi32(_mm512_cvttps_epi32(w), last);
+        const __m512 r = _mm512_abs_ps(_mm512_reduce_ps(w, _MM_FROUND_TO_NEAREST_INT));
+        const __mmask16 near = _mm512_mask_cmp_ps_mask(keep, r, d, _CMP_NGT_UQ);
+        b = _mm512_mask_mov_epi32(b, near, notpos);
+        _mm512_storeu_si512((void *)(idx + m), _mm512_maskz_compress_epi32(keep, b));
+        m += __builtin_popcount((unsigned)keep);
+        nz += rem - __builtin_popcount((unsigned)keep);
+        unsure |= near;
+        notpos = _mm512_sub_epi32(notpos, step);
+    }
+    *zeros += nz;
+    *any = unsure != 0;
+    return m;
+}
+#endif
+
+/* Whether the AVX-512 kernels run (float32 channels runs: packing; float32 lanes: estimate).
+ * Elsewhere the compiler's versions run and zeros are counted like the other values (a portable
+ * branchless packing loop measured 4x slower than that). kernel_mode: 0 = as the CPU allows,
+ * 1 = AVX-512, 2 = portable; only the C tests change it, to compare both. */
+static int kernel_mode = 0;
+
+int vdna_hist_test_kernels(int mode);
+int vdna_hist_test_kernels(int mode) {
+#ifdef VDNA_HAVE_AVX512_KERNEL
+    if (mode == 1 && !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))) return 0;
+#else
+    if (mode == 1) return 0;
+#endif
+    kernel_mode = mode;
+    return 1;
+}
+
+static int use_avx512(void) {
+#ifdef VDNA_HAVE_AVX512_KERNEL
+    return kernel_mode == 1 || (kernel_mode == 0 && (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")));
+#else
+    return 0;
+#endif
+}
+
 /* One sample position of n consecutive neurons: idx[j] = j * slots + bin (a slot in neuron j's
  * local histogram), -1 where unsure. */
 VDNA_MULTIVERSION
@@ -291,6 +367,20 @@ static void bin_values(const float *vf, const double *vd, int64_t n, const vdna_
     for (int64_t i = 0; i < n; i++)
         if (idx[i] < 0) idx[i] = exact_bin(vf ? (double)vf[i] : vd[i], centre, half, k->bins);
 }
+
+#ifdef VDNA_HAVE_AVX512_KERNEL
+/* Exact bins of the non-zero float32 values v[0..n) of neuron c, packed into idx[0..m) (idx has
+ * n + 16 entries); returns m and adds the number of zeros (bin h->zb[c]) to *zeros. */
+static int64_t nonzero_bins_f32(const float *v, int64_t n, const vdna_hist *h, int64_t c, const bin_consts *k,
+                                int32_t *idx, int64_t *zeros) {
+    int32_t any = 0;
+    int64_t m = pack_nonzero_f32_avx512(v, n, h->cf[c], h->gf[c], h->df[c], k->bins, idx, zeros, &any);
+    if (any)
+        for (int64_t q = 0; q < m; q++)
+            if (idx[q] < 0) idx[q] = exact_bin((double)v[~idx[q]], h->centre[c], h->half[c], k->bins);
+    return m;
+}
+#endif
 
 /* The same for one sample position of n consecutive neurons (slot indices, see estimate_row_*). */
 static void bin_row(const float *vf, const double *vd, int64_t n, const double *centre, const double *half,
@@ -363,7 +453,7 @@ static void count_block(const int32_t *idx, int64_t n, int32_t B, local_hist *l,
         return;
     }
     count_local(l, idx, n);
-    if (l->pending > (int64_t)UINT32_MAX - VDNA_BLOCK) flush_local(l, B, counts, nans);
+    if (l->pending > (int64_t)UINT32_MAX - 2 * VDNA_BLOCK) flush_local(l, B, counts, nans);
 }
 
 typedef struct {
@@ -371,6 +461,34 @@ typedef struct {
     const vdna_acts *a;
     bin_consts k;
 } hist_job;
+
+/* Neuron c's values PF_AHEAD positions after sample position p of image n (in the order this
+ * path reads them: images, then positions), n_pf of them: asked for ahead of time, since runs of
+ * one neuron lie far apart (one image of all neurons between them) and the hardware prefetcher
+ * only ramps up inside each. A hint: no effect on results. Unit run stride only. */
+#define PF_AHEAD 2048
+static inline void prefetch_ahead(const vdna_acts *a, int64_t c, int64_t n, int64_t p, int64_t n_pf) {
+#if defined(__GNUC__)
+    static const int size[3] = {2, 4, 8}; /* f16, f32, f64 */
+    const int64_t S = a->n_samples, run = vdna_acts_run_len(a), es = size[a->dtype];
+    int64_t q = p + PF_AHEAD;
+    n += q / S;
+    q %= S;
+    if (n >= a->n_images) return;
+    const char *base = (const char *)a->data + (n * a->image_stride + c * a->neuron_stride) * es;
+    /* one contiguous piece: up to the end of the run that holds position q */
+    int64_t in_run = run - q % run;
+    if (n_pf > in_run) n_pf = in_run;
+    const char *first = base + vdna_acts_sample_offset(a, q) * es;
+    for (int64_t b = 0; b < n_pf * es; b += 64) __builtin_prefetch(first + b);
+#else
+    (void)a;
+    (void)c;
+    (void)n;
+    (void)p;
+    (void)n_pf;
+#endif
+}
 
 /* Neuron by neuron, along runs of samples (channels layout with long runs). Bins of short runs
  * (e.g. 7x7) are packed into full blocks before counting. f32/f64 runs with unit stride are
@@ -385,32 +503,50 @@ static void hist_by_neuron(void *ctx, int64_t c0, int64_t c1) {
     const int64_t per_neuron = a->n_images * a->n_samples;
     const int in_place = rs == 1 && (a->dtype == VDNA_F32 || a->dtype == VDNA_F64);
     double buf[VDNA_BLOCK];
-    int32_t idx[VDNA_BLOCK];
-    local_hist l = {NULL, per_neuron >= 4 * ((int64_t)B + 1) ? N_SUB : 1, (size_t)B + 1, 0};
+    /* a piece of at most VDNA_BLOCK bins is appended while fewer than VDNA_BLOCK are pending (+16:
+     * full vector stores of the packing kernel) */
+    int32_t idx[2 * VDNA_BLOCK + 16];
+#ifdef VDNA_HAVE_AVX512_KERNEL
+    const int pack = in_place && a->dtype == VDNA_F32 && use_avx512();
+#else
+    const int pack = 0;
+#endif
+    /* Sub-histograms against runs of one bin: without packing, ReLU zeros; with it, they are only
+     * worth their flushing cost for long runs (measured: 1 is faster below 64 values per slot). */
+    const int64_t sub_from = (pack ? 64 : 4) * ((int64_t)B + 1);
+    local_hist l = {NULL, per_neuron >= sub_from ? N_SUB : 1, (size_t)B + 1, 0};
     /* if the local histogram cannot be allocated, direct counting gives the same counts */
     /* below 2 values per bin, direct counting (no clearing and flushing of a local histogram) is
      * faster (measured: 2048 x 7x7 x 32 images) */
     if (per_neuron >= 2 * (int64_t)l.slots) l.sub = calloc((size_t)l.n_sub * l.slots, sizeof *l.sub);
     for (int64_t c = c0; c < c1; c++) {
-        int64_t *counts = h->counts + c * (int64_t)B, nans = 0;
+        int64_t *counts = h->counts + c * (int64_t)B, nans = 0, zeros = 0;
         int64_t filled = 0;
         for (int64_t n = 0; n < a->n_images; n++) {
             int64_t base = n * a->image_stride + c * a->neuron_stride;
             for (int64_t p = 0; p < a->n_samples; p += run) {
                 int64_t off = base + vdna_acts_sample_offset(a, p);
                 for (int64_t j = 0; j < run;) {
-                    int64_t len = run - j < VDNA_BLOCK - filled ? run - j : VDNA_BLOCK - filled;
-                    if (in_place && a->dtype == VDNA_F32)
-                        bin_values((const float *)a->data + off + j, NULL, len, h, c, k, idx + filled);
-                    else if (in_place)
-                        bin_values(NULL, (const double *)a->data + off + j, len, h, c, k, idx + filled);
-                    else {
-                        vdna_load_block(buf, a->data, a->dtype, off + j * rs, rs, len);
-                        bin_values(NULL, buf, len, h, c, k, idx + filled);
+                    int64_t len = run - j < VDNA_BLOCK ? run - j : VDNA_BLOCK;
+                    if (in_place) prefetch_ahead(a, c, n, p + j, len);
+#ifdef VDNA_HAVE_AVX512_KERNEL
+                    if (pack)
+                        filled += nonzero_bins_f32((const float *)a->data + off + j, len, h, c, k, idx + filled, &zeros);
+                    else
+#endif
+                    {
+                        if (in_place && a->dtype == VDNA_F32)
+                            bin_values((const float *)a->data + off + j, NULL, len, h, c, k, idx + filled);
+                        else if (in_place)
+                            bin_values(NULL, (const double *)a->data + off + j, len, h, c, k, idx + filled);
+                        else {
+                            vdna_load_block(buf, a->data, a->dtype, off + j * rs, rs, len);
+                            bin_values(NULL, buf, len, h, c, k, idx + filled);
+                        }
+                        filled += len;
                     }
-                    filled += len;
                     j += len;
-                    if (filled == VDNA_BLOCK) {
+                    if (filled >= VDNA_BLOCK) {
                         count_block(idx, filled, B, &l, counts, &nans);
                         filled = 0;
                     }
@@ -419,6 +555,7 @@ static void hist_by_neuron(void *ctx, int64_t c0, int64_t c1) {
         }
         if (filled) count_block(idx, filled, B, &l, counts, &nans);
         if (l.sub) flush_local(&l, B, counts, &nans);
+        counts[h->zb[c]] += zeros;
         h->nan_counts[c] += nans;
     }
     free(l.sub);
@@ -602,6 +739,47 @@ static int32_t estimate_lanes_f32(const float *base, const int64_t *soff, int64_
     return any;
 }
 
+#ifdef VDNA_HAVE_AVX512_KERNEL
+/* The same with AVX-512 intrinsics (one position = one vector), chosen at run time: "near" and
+ * NaN as in pack_nonzero_f32_avx512 (NaN is "near": the exact redo gives it the NaN slot), zeros
+ * take zb as in estimate_lanes_f32. Fewer vector operations than the compiler's version. */
+__attribute__((target("avx512f,avx512dq")))
+static int32_t estimate_lanes_f32_avx512(const float *base, const int64_t *soff, int64_t q0, int64_t nq,
+                                         int64_t n_samples, const float *next, const float *cf, const float *gf,
+                                         const float *df, const int32_t *zb, int32_t bins, int32_t slots,
+                                         int32_t *idx) {
+    const __m512i laneoff = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm512_set1_epi32(slots));
+    const __m512 c = _mm512_loadu_ps(cf), g = _mm512_loadu_ps(gf), d = _mm512_loadu_ps(df);
+    const __m512 hb = _mm512_set1_ps((float)bins * 0.5f), lo = _mm512_set1_ps(-0.5f),
+                 top = _mm512_set1_ps((float)bins + 0.5f), zero = _mm512_setzero_ps();
+    const __m512i zslot = _mm512_add_epi32(_mm512_loadu_si512((const void *)zb), laneoff);
+    const __m512i last = _mm512_set1_epi32(bins - 1), unsure_idx = _mm512_set1_epi32(-1);
+    __mmask16 unsure = 0;
+    for (int64_t q = 0; q < nq; q++) {
+        int64_t ahead = q0 + q + LANE_PREFETCH;
+        if (ahead < n_samples)
+            _mm_prefetch((const char *)(base + soff[ahead]), _MM_HINT_T0),
+                _mm_prefetch((const char *)(base + soff[ahead] + LANES - 1), _MM_HINT_T0);
+        else if (next && ahead - n_samples < n_samples)
+            _mm_prefetch((const char *)(next + soff[ahead - n_samples]), _MM_HINT_T0),
+                _mm_prefetch((const char *)(next + soff[ahead - n_samples] + LANES - 1), _MM_HINT_T0);
+        const __m512 x = _mm512_loadu_ps(base + soff[q0 + q]);
+        const __mmask16 isz = _mm512_cmp_ps_mask(x, zero, _CMP_EQ_OQ);
+        __m512 w = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x, c), g), hb);
+        w = _mm512_min_ps(top, _mm512_max_ps(lo, w));
+        __m512i b = _mm512_add_epi32(_mm512_min_epi32(_mm512_cvttps_epi32(w), last), laneoff);
+        const __m512 r = _mm512_abs_ps(_mm512_reduce_ps(w, _MM_FROUND_TO_NEAREST_INT));
+        const __mmask16 near = _mm512_mask_cmp_ps_mask((__mmask16)~isz, r, d, _CMP_NGT_UQ);
+        b = _mm512_mask_mov_epi32(b, isz, zslot);
+        b = _mm512_mask_mov_epi32(b, near, unsure_idx);
+        _mm512_storeu_si512((void *)(idx + q * LANES), b);
+        unsure |= near;
+    }
+    return unsure != 0;
+}
+#endif
+
 static void flush_lanes(uint16_t *mem, int32_t B, int64_t *counts, int64_t *nans) {
     const int32_t slots = B + 1;
     for (int j = 0; j < LANES; j++) {
@@ -635,6 +813,7 @@ static void hist_by_lanes(void *ctx, int64_t c0, int64_t c1) {
     for (int64_t p = 0; p < S; p++) soff[p] = vdna_acts_sample_offset(a, p);
     int32_t idx[CHUNK_ROWS * LANES];
     const float *data = a->data;
+    const int avx512 = use_avx512();
     for (int64_t cb = c0; cb < c_end; cb += LANES) {
         int64_t *counts = h->counts + cb * (int64_t)B, nans[LANES] = {0};
         int64_t rows = 0; /* since the last flush */
@@ -647,7 +826,16 @@ static void hist_by_lanes(void *ctx, int64_t c0, int64_t c1) {
                     flush_lanes(mem, B, counts, nans);
                     rows = 0;
                 }
-                if (estimate_lanes_f32(base, soff, q0, nq, S, next, h->cf + cb, h->gf + cb, h->df + cb, h->zb + cb, B, slots, idx)) {
+                int32_t any;
+#ifdef VDNA_HAVE_AVX512_KERNEL
+                if (avx512)
+                    any = estimate_lanes_f32_avx512(base, soff, q0, nq, S, next, h->cf + cb, h->gf + cb, h->df + cb,
+                                                    h->zb + cb, B, slots, idx);
+                else
+#endif
+                    any = estimate_lanes_f32(base, soff, q0, nq, S, next, h->cf + cb, h->gf + cb, h->df + cb,
+                                             h->zb + cb, B, slots, idx);
+                if (any) {
                     for (int64_t i = 0; i < nq * LANES; i++) {
                         if (idx[i] >= 0) continue;
                         int64_t j = i % LANES;

@@ -185,6 +185,137 @@ static void test_hist_random(int64_t N, int64_t C, int64_t S, int64_t B) {
     free(rn);
 }
 
+/* ---------------------------------------------------------------- float32 ReLU runs, both kernels
+ * On AVX-512 CPUs the channels path counts the exact zeros of float32 runs apart and packs the
+ * other bins, and the tokens lanes use an intrinsics estimate (hist.c); elsewhere the portable
+ * versions run. vdna_hist_test_kernels (internal, for tests only) forces either: 1 = AVX-512
+ * (0 returned when the CPU lacks it), 2 = portable. */
+int vdna_hist_test_kernels(int mode);
+
+static int kernel_modes(int *modes) { /* the modes this CPU can run */
+    int n = 0;
+    modes[n++] = 2;
+    if (vdna_hist_test_kernels(1)) modes[n++] = 1;
+    vdna_hist_test_kernels(0);
+    return n;
+}
+
+/* (N, C, S) float32 with about half exact zeros (+0.0 and -0.0), NaN, +-Inf, values on and beside
+ * bin edges and out of range, as channels and as tokens; against ref_counts for each kernel, 1 or
+ * 2 threads, and split in two batches at every image boundary. Neuron 1 has a symmetric range (centre 0: x = 0 is a bin
+ * edge for even B, and -0.0 - 0.0 is -0.0), neuron 2 a degenerate one. */
+static void test_hist_relu_runs(int64_t N, int64_t C, int64_t S, int64_t B) {
+    const int64_t total = N * C * S;
+    float *x = malloc((size_t)total * sizeof *x);
+    double *xd = malloc((size_t)total * sizeof *xd);
+    double *mins = malloc((size_t)C * sizeof *mins), *maxs = malloc((size_t)C * sizeof *maxs);
+    int64_t *counts = malloc((size_t)(C * B) * sizeof *counts), *rc = malloc((size_t)(C * B) * sizeof *rc);
+    int64_t *nans = malloc((size_t)C * sizeof *nans), *rn = malloc((size_t)C * sizeof *rn);
+    for (int64_t c = 0; c < C; c++) {
+        mins[c] = c % 3 == 0 ? 0.0 : -uniform() * 2;
+        maxs[c] = 0.5 + uniform() * 4;
+    }
+    mins[1 % C] = -2.0, maxs[1 % C] = 2.0;
+    if (C > 2) mins[2] = maxs[2] = 0.0;
+    for (int64_t i = 0; i < total; i++) {
+        double u = uniform();
+        int64_t c = (i / S) % C;
+        double lo = 1.2 * mins[c], hi = 1.2 * maxs[c], centre = (lo + hi) / 2, half = (hi - lo) / 2 + 1e-8;
+        if (u < 0.25)
+            x[i] = 0.0f;
+        else if (u < 0.5)
+            x[i] = -0.0f;
+        else if (u < 0.6) /* on a bin edge (as float32) or one ulp away */
+            x[i] = nextafterf((float)(centre + half * (2.0 * (double)(int64_t)(uniform() * (double)B) / (double)B - 1.0)),
+                              uniform() < 0.5 ? -INFINITY : INFINITY);
+        else if (u < 0.995)
+            x[i] = (float)(uniform() * 6 - 1);
+        else if (u < 0.997)
+            x[i] = NAN;
+        else
+            x[i] = u < 0.9985 ? INFINITY : -INFINITY;
+        xd[i] = (double)x[i];
+    }
+    ref_counts(xd, N, C, S, mins, maxs, B, rc, rn);
+    /* the same values as tokens (N, S, C): 16-neuron lanes when C >= 16 */
+    float *tok = malloc((size_t)total * sizeof *tok);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t s = 0; s < S; s++) tok[(n * S + s) * C + c] = x[(n * C + c) * S + s];
+    int modes[2], n_modes = kernel_modes(modes);
+    for (int mi = 0; mi < n_modes; mi++) {
+        CHECK(vdna_hist_test_kernels(modes[mi]));
+        for (int threads = 1; threads <= 2; threads++) {
+            vdna_set_num_threads(threads);
+            for (int layout = 0; layout < 2; layout++)
+                for (int64_t cut = 0; cut <= N; cut++) {
+                    vdna_hist *h = NULL;
+                    CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, layout ? VDNA_LAYOUT_TOKENS : VDNA_LAYOUT_CHANNELS));
+                    int64_t s1[3] = {cut, C, S}, s2[3] = {N - cut, C, S};
+                    if (layout) s1[1] = s2[1] = S, s1[2] = s2[2] = C;
+                    const float *src = layout ? tok : x;
+                    vdna_array a1 = make_array(src, VDNA_F32, 3, s1), a2 = make_array(src + cut * C * S, VDNA_F32, 3, s2);
+                    CHECK_OK(vdna_hist_update(h, &a1));
+                    CHECK_OK(vdna_hist_update(h, &a2));
+                    vdna_hist_counts(h, counts);
+                    vdna_hist_nan_counts(h, nans);
+                    if (!equal_i64(counts, rc, C * B) || !equal_i64(nans, rn, C)) {
+                        failures++;
+                        fprintf(stderr, "relu runs (%lld, %lld, %lld) %s, B %lld, kernel mode %d, %d thread(s), cut %lld: counts differ\n",
+                                (long long)N, (long long)C, (long long)S, layout ? "tokens" : "channels", (long long)B,
+                                modes[mi], threads, (long long)cut);
+                    }
+                    vdna_hist_free(h);
+                }
+        }
+    }
+    free(tok);
+    vdna_hist_test_kernels(0);
+    vdna_set_num_threads(0);
+    free(x);
+    free(xd);
+    free(mins);
+    free(maxs);
+    free(counts);
+    free(rc);
+    free(nans);
+    free(rn);
+}
+
+/* -0.0 and +0.0 land in the same bin, the formula's, also where 0 is a bin edge (centre 0, even
+ * B: z = 0 gives t = B/2 exactly, the upper bin) and for a ReLU range (0 is the lowest edge). */
+static void test_hist_signed_zeros(void) {
+    const double ranges[3][2] = {{-2.0, 2.0}, {0.0, 3.0}, {-1.0, 5.0}};
+    const int64_t bins[3] = {2, 10, 1000};
+    enum { S = 100 };
+    float pz[S], nz[S];
+    for (int i = 0; i < S; i++) pz[i] = 0.0f, nz[i] = -0.0f;
+    int modes[2], n_modes = kernel_modes(modes);
+    for (int r = 0; r < 3; r++)
+        for (int bi = 0; bi < 3; bi++) {
+            const int64_t B = bins[bi];
+            CHECK(ref_bin(-0.0, ranges[r][0], ranges[r][1], B) == ref_bin(0.0, ranges[r][0], ranges[r][1], B));
+            const int64_t want = ref_bin(0.0, ranges[r][0], ranges[r][1], B);
+            for (int mi = 0; mi < n_modes; mi++) {
+                CHECK(vdna_hist_test_kernels(modes[mi]));
+                for (int sign = 0; sign < 2; sign++) {
+                    int64_t shape[3] = {1, 1, S}, *counts = calloc((size_t)B, sizeof *counts);
+                    vdna_array a = make_array(sign ? nz : pz, VDNA_F32, 3, shape);
+                    vdna_hist *h = NULL;
+                    CHECK_OK(vdna_hist_create(&h, 1, B, &ranges[r][0], &ranges[r][1], VDNA_LAYOUT_CHANNELS));
+                    CHECK_OK(vdna_hist_update(h, &a));
+                    vdna_hist_counts(h, counts);
+                    CHECK(counts[want] == S);
+                    vdna_hist_free(h);
+                    free(counts);
+                }
+            }
+        }
+    /* centre 0, B even: 0 is the edge between bins B/2 - 1 and B/2 and belongs to the upper one */
+    CHECK(ref_bin(-0.0, -2.0, 2.0, 10) == 5);
+    vdna_hist_test_kernels(0);
+}
+
 /* ---------------------------------------------------------------- bin thresholds (float32)
  * The fast paths estimate a bin with a reciprocal (float64) or in float32 and redo the values
  * near a bin edge exactly. These tests put float32 values exactly on every bin threshold (the
@@ -267,21 +398,27 @@ static void test_hist_thresholds(int64_t B) {
     vdna_array arrays[3] = {make_array(tok, VDNA_F32, 3, tshape), make_array(chn, VDNA_F32, 3, cshape),
                             make_array(dbl, VDNA_F64, 3, cshape)};
     vdna_layout layouts[3] = {VDNA_LAYOUT_TOKENS, VDNA_LAYOUT_CHANNELS, VDNA_LAYOUT_CHANNELS};
-    for (int threads = 1; threads <= 2; threads++) {
-        vdna_set_num_threads(threads);
-        for (int i = 0; i < 3; i++) {
-            vdna_hist *h = NULL;
-            CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, layouts[i]));
-            CHECK_OK(vdna_hist_update(h, &arrays[i]));
-            vdna_hist_counts(h, got);
-            vdna_hist_nan_counts(h, gn);
-            if (!equal_i64(got, rc, C * B) || !equal_i64(gn, rn, C)) {
-                failures++;
-                fprintf(stderr, "thresholds: B %lld, array %d, %d thread(s): counts differ\n", (long long)B, i, threads);
+    int modes[2], n_modes = kernel_modes(modes);
+    for (int mi = 0; mi < n_modes; mi++) {
+        CHECK(vdna_hist_test_kernels(modes[mi]));
+        for (int threads = 1; threads <= 2; threads++) {
+            vdna_set_num_threads(threads);
+            for (int i = 0; i < 3; i++) {
+                vdna_hist *h = NULL;
+                CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, layouts[i]));
+                CHECK_OK(vdna_hist_update(h, &arrays[i]));
+                vdna_hist_counts(h, got);
+                vdna_hist_nan_counts(h, gn);
+                if (!equal_i64(got, rc, C * B) || !equal_i64(gn, rn, C)) {
+                    failures++;
+                    fprintf(stderr, "thresholds: B %lld, array %d, kernel mode %d, %d thread(s): counts differ\n",
+                            (long long)B, i, modes[mi], threads);
+                }
+                vdna_hist_free(h);
             }
-            vdna_hist_free(h);
         }
     }
+    vdna_hist_test_kernels(0);
     vdna_set_num_threads(0);
     free(vals);
     free(tok);
@@ -761,6 +898,14 @@ int main(void) {
     test_hist_random(2, 7, 9, 10000);  /* direct path, B = 10000 */
     test_hist_random(5, 300, 2, 13);   /* rows path (short runs) */
     test_hist_merge();
+    test_hist_signed_zeros();
+    test_hist_relu_runs(3, 5, 49, 1000);  /* 7x7 runs packed across images; direct counting */
+    test_hist_relu_runs(2, 4, 196, 7);    /* local histograms with sub-histograms (>= 64 per slot) */
+    test_hist_relu_runs(4, 3, 600, 10);   /* several blocks per run, tails of every length */
+    test_hist_relu_runs(2, 3, 37, 1);     /* one bin */
+    test_hist_relu_runs(1, 3, 300, 10000);
+    test_hist_relu_runs(3, 37, 40, 1000); /* tokens: two 16-neuron lane blocks and leftovers */
+    test_hist_relu_runs(2, 16, 300, 7);
     {
         const int64_t bins[] = {1, 2, 7, 1000, 10000};
         for (int i = 0; i < 5; i++) {
