@@ -215,6 +215,45 @@ def test_hist_misaligned_buffer():
     np.testing.assert_array_equal(hist_of(x, mins, maxs, 9).counts, ref_hist(y, mins, maxs, 9)[0])
 
 
+@pytest.mark.parametrize("bins", [1, 7, 1000])
+@pytest.mark.parametrize("row_len", [37, 48, 41])  # contiguous; padded to a 64-byte multiple; padded, odd
+def test_hist_tokens_float32_every_start_in_a_cache_line(bins, row_len):
+    """Tokens float32 (the 16-neuron lanes path, which on AVX-512 CPUs aligns its blocks to 64-byte
+    lines and masks the partial ones): a view starting at each float of a line, 37 neurons, rows
+    padded or not, values on and one ulp beside bin edges, zeros, NaN, +-Inf; the same counts as
+    the reference for 1 to 3 threads and batches split anywhere."""
+    N, T, C = 4, 30, 37
+    mins, maxs = random_ranges(C)
+    x = random_acts((N, T, C), nan_frac=0.01, inf_frac=0.01)
+    lo, hi = 1.2 * mins, 1.2 * maxs
+    centre, half = (lo + hi) / 2, (hi - lo) / 2 + 1e-8
+    k = RNG.integers(0, bins + 1, size=(N, T, C))
+    edges = (centre + half * (2.0 * k / bins - 1.0)).astype(np.float32)
+    step = RNG.integers(-1, 2, size=edges.shape).astype(np.float32)
+    edges = np.nextafter(edges, edges + step)  # on the edge, or one ulp either side
+    on_edge = RNG.random(x.shape) < 0.3
+    x[on_edge] = edges[on_edge]
+    counts, nans = ref_hist(x, mins, maxs, bins, layout="tokens")
+    old = _core.get_num_threads()
+    try:
+        for start in range(16):
+            raw = np.full(N * T * row_len + 32, np.nan, np.float32)
+            base = (-(raw.ctypes.data // 4) + start) % 16  # the view starts `start` floats into a line
+            view = raw[base : base + N * T * row_len].reshape(N, T, row_len)[:, :, :C]
+            view[...] = x
+            assert (view.ctypes.data // 4) % 16 == start
+            for threads in (1, 2, 3):
+                _core.set_num_threads(threads)
+                for cut in (0, 1, N):
+                    h = _core.HistAccumulator(mins, maxs, bins, layout="tokens")
+                    for part in (view[:cut], view[cut:]):
+                        h.update(part)
+                    np.testing.assert_array_equal(h.counts, counts, err_msg=f"start {start}, {threads} threads")
+                    np.testing.assert_array_equal(h.nan_counts, nans)
+    finally:
+        _core.set_num_threads(old)
+
+
 def test_hist_tokens_equals_channels():
     x = random_acts((3, 11, 7))  # (N, T, C)
     mins, maxs = random_ranges(7)

@@ -282,6 +282,108 @@ static void test_hist_relu_runs(int64_t N, int64_t C, int64_t S, int64_t B) {
     free(rn);
 }
 
+/* ---------------------------------------------------------------- tokens float32 lanes
+ * The tokens path walks blocks of 16 neurons into 16-bit local histograms: on AVX-512 CPUs blocks
+ * of one 64-byte line (so the first and last blocks of a thread are partial, their other lanes
+ * masked off); elsewhere blocks from each thread's first neuron and leftovers by rows. Values of
+ * (N, T, C) with rows padded to row_len >= C floats, starting `offset` floats into the buffer;
+ * neuron c's values cluster on bins k_c - 1, k_c, k_c + 1 (so consecutive positions often share a
+ * slot or take adjacent ones), with zeros, bin edges and one ulp beside them, NaN, +-Inf and
+ * out-of-range values mixed in; `constant` makes every value of neuron 0 the same (a slot reaches
+ * the 16-bit limit between flushes when N T >= 65535). Compared with ref_bin for each kernel,
+ * 1 to 3 threads, and the batch split in two at several image boundaries. */
+static void test_hist_lanes(int64_t N, int64_t T, int64_t C, int64_t row_len, int64_t B, int constant) {
+    const int64_t total = N * T * row_len;
+    float *buf = malloc((size_t)(total + 16) * sizeof *buf);
+    double *mins = malloc((size_t)C * sizeof *mins), *maxs = malloc((size_t)C * sizeof *maxs);
+    int64_t *rc = malloc((size_t)(C * B) * sizeof *rc), *got = malloc((size_t)(C * B) * sizeof *got);
+    int64_t *rn = malloc((size_t)C * sizeof *rn), *gn = malloc((size_t)C * sizeof *gn);
+    int64_t *kc = malloc((size_t)C * sizeof *kc);
+    for (int64_t c = 0; c < C; c++) {
+        mins[c] = c % 4 == 0 ? 0.0 : -uniform() * 3;
+        maxs[c] = 0.5 + uniform() * 4;
+        if (c % 9 == 5) mins[c] = -(maxs[c] = 2.0); /* symmetric: 0 is an edge for even B */
+        if (c % 11 == 7) mins[c] = maxs[c] = 0.5;   /* degenerate: half = 1e-8 */
+        kc[c] = (int64_t)(uniform() * (double)B);
+    }
+    int offsets[16], n_off = 0;
+    for (int o = 0; o < 16; o++)
+        if (total <= 200000 || o % 5 == 0 || o == 15) offsets[n_off++] = o;
+    int modes[2], n_modes = kernel_modes(modes);
+    const int64_t cuts[4] = {0, 1, N / 2, N};
+    for (int oi = 0; oi < n_off; oi++) {
+        float *x = buf + offsets[oi];
+        for (int64_t i = 0; i < total; i++) x[i] = NAN; /* padding: never read as a neuron */
+        memset(rc, 0, (size_t)(C * B) * sizeof *rc);
+        memset(rn, 0, (size_t)C * sizeof *rn);
+        for (int64_t r = 0; r < N * T; r++)
+            for (int64_t c = 0; c < C; c++) {
+                double lo = 1.2 * mins[c], hi = 1.2 * maxs[c], centre = (lo + hi) / 2, half = (hi - lo) / 2 + 1e-8;
+                double u = uniform();
+                float v;
+                if (constant && c == 0)
+                    v = 0.25f;
+                else if (u < 0.6) { /* the centre of bin k_c - 1, k_c or k_c + 1 */
+                    int64_t k = kc[c] + (int64_t)(u * 5) % 3 - 1;
+                    k = k < 0 ? 0 : k >= B ? B - 1 : k;
+                    v = (float)(centre + half * (2.0 * ((double)k + 0.5) / (double)B - 1.0));
+                } else if (u < 0.7)
+                    v = u < 0.65 ? 0.0f : -0.0f;
+                else if (u < 0.8) /* on a bin edge (as float32) or one ulp away */
+                    v = nextafterf((float)(centre + half * (2.0 * (double)(int64_t)(uniform() * (double)B) / (double)B - 1.0)),
+                                   uniform() < 0.5 ? -INFINITY : INFINITY);
+                else if (u < 0.99)
+                    v = (float)(uniform() * 10 - 5);
+                else if (u < 0.995)
+                    v = NAN;
+                else
+                    v = u < 0.9975 ? INFINITY : -INFINITY;
+                x[r * row_len + c] = v;
+                if (isnan(v))
+                    rn[c]++;
+                else
+                    rc[c * B + ref_bin((double)v, mins[c], maxs[c], B)]++;
+            }
+        for (int mi = 0; mi < n_modes; mi++) {
+            CHECK(vdna_hist_test_kernels(modes[mi]));
+            for (int threads = 1; threads <= 3; threads++) {
+                vdna_set_num_threads(threads);
+                for (int ci = 0; ci < 4; ci++) {
+                    if (ci > 0 && (cuts[ci] == cuts[ci - 1] || total > 200000)) continue;
+                    const int64_t cut = cuts[ci];
+                    vdna_hist *h = NULL;
+                    CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, VDNA_LAYOUT_TOKENS));
+                    int64_t s1[3] = {cut, T, C}, s2[3] = {N - cut, T, C};
+                    vdna_array a1 = make_array(x, VDNA_F32, 3, s1), a2 = make_array(x + cut * T * row_len, VDNA_F32, 3, s2);
+                    a1.strides[0] = a2.strides[0] = T * row_len;
+                    a1.strides[1] = a2.strides[1] = row_len;
+                    if (cut > 0) CHECK_OK(vdna_hist_update(h, &a1));
+                    if (cut < N) CHECK_OK(vdna_hist_update(h, &a2));
+                    vdna_hist_counts(h, got);
+                    vdna_hist_nan_counts(h, gn);
+                    if (!equal_i64(got, rc, C * B) || !equal_i64(gn, rn, C)) {
+                        failures++;
+                        fprintf(stderr, "lanes (%lld, %lld, %lld), row %lld, B %lld, offset %d, kernel mode %d, %d thread(s), cut %lld: counts differ\n",
+                                (long long)N, (long long)T, (long long)C, (long long)row_len, (long long)B, offsets[oi],
+                                modes[mi], threads, (long long)cut);
+                    }
+                    vdna_hist_free(h);
+                }
+            }
+        }
+    }
+    vdna_hist_test_kernels(0);
+    vdna_set_num_threads(0);
+    free(buf);
+    free(mins);
+    free(maxs);
+    free(rc);
+    free(got);
+    free(rn);
+    free(gn);
+    free(kc);
+}
+
 /* -0.0 and +0.0 land in the same bin, the formula's, also where 0 is a bin edge (centre 0, even
  * B: z = 0 gives t = B/2 exactly, the upper bin) and for a ReLU range (0 is the lowest edge). */
 static void test_hist_signed_zeros(void) {
@@ -906,6 +1008,12 @@ int main(void) {
     test_hist_relu_runs(1, 3, 300, 10000);
     test_hist_relu_runs(3, 37, 40, 1000); /* tokens: two 16-neuron lane blocks and leftovers */
     test_hist_relu_runs(2, 16, 300, 7);
+    test_hist_lanes(3, 50, 37, 37, 1000, 0);   /* contiguous, odd C: partial blocks at both ends */
+    test_hist_lanes(2, 41, 5, 5, 7, 0);        /* fewer neurons than a block */
+    test_hist_lanes(3, 33, 48, 64, 1, 0);      /* padded rows (16-float multiple), one bin */
+    test_hist_lanes(2, 60, 20, 23, 7, 0);      /* padded rows, not a line multiple: blocks from neuron 0 */
+    test_hist_lanes(2, 700, 17, 17, 10000, 0); /* B = 10000 */
+    test_hist_lanes(2, 65535, 17, 17, 7, 1);   /* a slot reaches 65535 before a flush */
     {
         const int64_t bins[] = {1, 2, 7, 1000, 10000};
         for (int i = 0; i < 5; i++) {
