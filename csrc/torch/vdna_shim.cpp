@@ -134,60 +134,83 @@ struct LayerAcc {
     at::Tensor r_min, r_max, r_nan;    // ranges (C,), NaN counts (C,) int64
 };
 
+// Scratch buffers shared by all layers of one accumulator, grown to the largest layer and reused:
+// fresh full-size temporaries per layer and batch cost more (page faults on the CPU) than the
+// arithmetic. Layers run one after another (in stream order on a GPU), so one set suffices.
+struct Workspace {
+    at::Tensor x, z, idx, nan, one;
+
+    // A tensor of `shape` over `buf` (contents undefined), growing it when too small.
+    static at::Tensor take(at::Tensor &buf, const at::TensorOptions &opts, at::IntArrayRef shape) {
+        int64_t numel = 1;
+        for (auto s : shape) numel *= s;
+        if (!buf.defined() || buf.numel() < numel) buf = at::empty({numel}, opts);
+        return buf.narrow(0, 0, numel).view(shape);
+    }
+};
+
 }  // namespace
 
 struct vdna_shim_accum {
     vdna_shim_model *model;
     std::vector<LayerAcc> layers;
+    Workspace ws;
     int64_t last_batch_id = 0;
 };
 
 namespace {
 
-// Per-element neuron broadcast shape and the dims reduced per image, for a 3-D view (N, *, *).
+// The layer's activations as float64 in the workspace, 3-D: channels (N, C, S); tokens (N, T, C).
 struct Canon {
-    at::Tensor x;                     // float64, 3-D: channels (N, C, S); tokens (N, T, C)
-    std::vector<int64_t> bshape;      // shape broadcasting a (C,) vector over x
-    int64_t sample_dim;               // the dim holding a neuron's samples within one image
+    at::Tensor x;
+    std::vector<int64_t> bshape;  // shape broadcasting a (C,) vector over x
+    int64_t sample_dim;           // the dim holding a neuron's samples within one image
 };
 
-Canon canonical(const LayerAcc &L, const at::Tensor &t) {
+Canon canonical(const LayerAcc &L, const at::Tensor &t, Workspace &ws) {
     const int64_t C = L.n_neurons;
     Canon c;
     if (L.layout == VDNA_SHIM_LAYOUT_CHANNELS) {
         if (t.dim() < 2 || t.size(1) != C)
             fail(VDNA_SHIM_ERR_ARG, "layer '" + L.layer + "': expected channels activations (N, " + std::to_string(C) +
                                         ", ...), got " + shape_str(t.sizes()));
-        c.x = t.reshape({t.size(0), C, -1}).to(at::kDouble);
         c.bshape = {1, C, 1};
         c.sample_dim = 2;
     } else {
         if (t.dim() != 3 || t.size(2) != C)
             fail(VDNA_SHIM_ERR_ARG, "layer '" + L.layer + "': expected tokens activations (N, T, " + std::to_string(C) +
                                         "), got " + shape_str(t.sizes()));
-        c.x = t.to(at::kDouble);
         c.bshape = {1, 1, C};
         c.sample_dim = 1;
     }
+    at::Tensor x = Workspace::take(ws.x, t.options().dtype(at::kDouble), t.sizes()).copy_(t);
+    c.x = L.layout == VDNA_SHIM_LAYOUT_CHANNELS ? x.view({t.size(0), C, -1}) : x;
     return c;
 }
 
-void accumulate_layer(LayerAcc &L, const at::Tensor &t) {
-    const Canon c = canonical(L, t);
+void accumulate_layer(LayerAcc &L, const at::Tensor &t, Workspace &ws) {
+    const Canon c = canonical(L, t, ws);
     const int64_t n = c.x.size(0);
     const at::Tensor &x = c.x;
     at::Tensor nan;
-    if (L.stats & (VDNA_SHIM_STAT_HIST | VDNA_SHIM_STAT_RANGES)) nan = at::isnan(x);
+    if (L.stats & (VDNA_SHIM_STAT_HIST | VDNA_SHIM_STAT_RANGES)) {
+        nan = Workspace::take(ws.nan, x.options().dtype(at::kBool), x.sizes());
+        at::ne_out(nan, x, x);  // isnan
+    }
 
     if (L.stats & VDNA_SHIM_STAT_HIST) {
         // Same float64 operations, in the same order, as the C core: no reciprocal, no fused ops.
         const double B = double(L.bins);
-        at::Tensor z = at::sub(x, L.centre.view(c.bshape));
-        z = at::div(z, L.half.view(c.bshape)).clamp(-1.0, 1.0);  // NaN stays NaN; +-Inf -> +-1
-        at::Tensor b = at::floor(at::mul(at::add(z, 1.0), B) * 0.5).clamp_max(B - 1.0);
-        b = b.masked_fill(nan, B);  // the NaN column
-        at::Tensor idx = (b.to(at::kLong) + L.offsets.view(c.bshape)).reshape({-1});
-        L.counts.index_add_(0, idx, at::ones({1}, idx.options()).expand({idx.size(0)}));
+        at::Tensor z = Workspace::take(ws.z, x.options(), x.sizes());
+        at::sub_out(z, x, L.centre.view(c.bshape));
+        z.div_(L.half.view(c.bshape)).clamp_(-1.0, 1.0);  // NaN stays NaN; +-Inf -> +-1
+        z.add_(1.0).mul_(B).mul_(0.5).floor_().clamp_max_(B - 1.0);
+        z.masked_fill_(nan, B);  // the NaN column
+        at::Tensor idx = Workspace::take(ws.idx, x.options().dtype(at::kLong), x.sizes()).copy_(z);  // exact integers
+        idx.add_(L.offsets.view(c.bshape));
+        idx = idx.view({-1});
+        if (!ws.one.defined()) ws.one = at::ones({1}, idx.options());
+        L.counts.index_add_(0, idx, ws.one.expand({idx.size(0)}));
     }
     if (L.stats & (VDNA_SHIM_STAT_MOMENTS | VDNA_SHIM_STAT_COV)) {
         const at::Tensor img = x.mean(c.sample_dim);  // (N, C) per-image means
@@ -221,9 +244,10 @@ void accumulate_layer(LayerAcc &L, const at::Tensor &t) {
     if (L.stats & VDNA_SHIM_STAT_RANGES) {
         const double inf = std::numeric_limits<double>::infinity();
         std::vector<int64_t> dims = {0, c.sample_dim};
-        const at::Tensor lo = x.masked_fill(nan, inf).amin(dims);
-        const at::Tensor hi = x.masked_fill(nan, -inf).amax(dims);
+        at::Tensor masked = Workspace::take(ws.z, x.options(), x.sizes());
+        const at::Tensor lo = masked.copy_(x).masked_fill_(nan, inf).amin(dims);
         L.r_min = at::minimum(L.r_min, lo);
+        const at::Tensor hi = masked.copy_(x).masked_fill_(nan, -inf).amax(dims);
         L.r_max = at::maximum(L.r_max, hi);
         L.r_nan.add_(nan.sum(dims));
     }
@@ -444,7 +468,7 @@ int api_accum_update(vdna_shim_accum *acc) {
             if (!t) fail(VDNA_SHIM_ERR_ARG, "the model has no output layer '" + L.layer + "'");
             inputs.push_back(t);
         }
-        for (size_t i = 0; i < acc->layers.size(); ++i) accumulate_layer(acc->layers[i], *inputs[i]);
+        for (size_t i = 0; i < acc->layers.size(); ++i) accumulate_layer(acc->layers[i], *inputs[i], acc->ws);
         acc->last_batch_id = m->batch_id;
     });
 }

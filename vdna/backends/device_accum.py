@@ -160,27 +160,32 @@ class _TorchLayer:
             self.r_max = torch.full((c,), float("-inf"), **f64)
             self.r_nan = torch.zeros(c, dtype=torch.int64, device=device)
 
-    def accumulate(self, t) -> None:
+    def accumulate(self, t, ws: "_Workspace") -> None:
         import torch
 
         spec = self.spec
         check_layer_shape(spec, tuple(t.shape))
         c = spec.n_neurons
+        # float64 copy in a reused buffer (fresh full-size temporaries per layer and batch cost more
+        # in page faults than the arithmetic); every step below is in place on workspace buffers.
+        x = ws.take("x", torch.float64, t.shape).copy_(t)
         if spec.layout == "channels":
-            x = t.reshape(t.shape[0], c, -1).to(torch.float64)
+            x = x.view(t.shape[0], c, -1)
             bshape, sample_dim = (1, c, 1), 2
         else:
-            x = t.to(torch.float64)
             bshape, sample_dim = (1, 1, c), 1
         n = x.shape[0]
-        nan = torch.isnan(x) if (spec.hist or spec.ranges) else None
+        nan = torch.ne(x, x, out=ws.take("nan", torch.bool, x.shape)) if (spec.hist or spec.ranges) else None
         if spec.hist:
             B = float(spec.bins)
-            z = torch.div(torch.sub(x, self.centre.view(bshape)), self.half.view(bshape)).clamp(-1.0, 1.0)
-            b = torch.floor(torch.mul(torch.add(z, 1.0), B) * 0.5).clamp_max(B - 1.0)
-            b = b.masked_fill(nan, B)
-            idx = (b.to(torch.int64) + self.offsets.view(bshape)).reshape(-1)
-            self.counts.index_add_(0, idx, torch.ones(1, dtype=torch.int64, device=idx.device).expand(idx.shape[0]))
+            z = torch.sub(x, self.centre.view(bshape), out=ws.take("z", torch.float64, x.shape))
+            z.div_(self.half.view(bshape)).clamp_(-1.0, 1.0)  # NaN stays NaN; +-Inf -> +-1
+            z.add_(1.0).mul_(B).mul_(0.5).floor_().clamp_max_(B - 1.0)
+            z.masked_fill_(nan, B)  # the NaN column
+            idx = ws.take("idx", torch.int64, x.shape).copy_(z)  # exact: z holds small integers
+            idx.add_(self.offsets.view(bshape))
+            idx = idx.view(-1)
+            self.counts.index_add_(0, idx, ws.ones(idx.shape[0]))
         if spec.moments or spec.cov:
             img = x.mean(sample_dim)
             if spec.moments:
@@ -204,8 +209,9 @@ class _TorchLayer:
                 self.c_sq.addmm_(d.t(), d)
         if spec.ranges:
             dims = (0, sample_dim)
-            self.r_min = torch.minimum(self.r_min, x.masked_fill(nan, float("inf")).amin(dims))
-            self.r_max = torch.maximum(self.r_max, x.masked_fill(nan, float("-inf")).amax(dims))
+            masked = ws.take("z", torch.float64, x.shape)
+            self.r_min = torch.minimum(self.r_min, masked.copy_(x).masked_fill_(nan, float("inf")).amin(dims))
+            self.r_max = torch.maximum(self.r_max, masked.copy_(x).masked_fill_(nan, float("-inf")).amax(dims))
             self.r_nan.add_(nan.sum(dims))
         self.num_images += n
 
@@ -235,6 +241,38 @@ class _TorchLayer:
         return st
 
 
+class _Workspace:
+    """Scratch buffers shared by all layers of one accumulator, grown to the largest layer and reused.
+
+    Layers are processed one after another (in stream order on a GPU), so one set suffices.
+    """
+
+    def __init__(self, device):
+        self.device = device
+        self._bufs = {}
+        self._ones = None
+
+    def take(self, key, dtype, shape):
+        """A tensor of ``shape`` and ``dtype`` over buffer ``key`` (contents undefined)."""
+        import torch
+
+        numel = 1
+        for d in shape:
+            numel *= int(d)
+        buf = self._bufs.get(key)
+        if buf is None or buf.numel() < numel:
+            buf = self._bufs[key] = torch.empty(numel, dtype=dtype, device=self.device)
+        return buf[:numel].view(tuple(shape))
+
+    def ones(self, n):
+        """An int64 vector of ``n`` ones (an expanded single element)."""
+        import torch
+
+        if self._ones is None:
+            self._ones = torch.ones(1, dtype=torch.int64, device=self.device)
+        return self._ones.expand(n)
+
+
 class TorchDeviceAccumulators:
     """Device accumulation with torch ops (the eager backend's; the shim has the same in C++)."""
 
@@ -244,6 +282,7 @@ class TorchDeviceAccumulators:
         if len(set(names)) != len(names):
             raise ValueError(f"layer specs name a layer twice: {names}")
         self._layers = [_TorchLayer(s, device) for s in self.specs]
+        self._ws = _Workspace(device)
 
     def accumulate(self, outputs: Dict[str, object]) -> None:
         """Add one batch of activations (layer -> tensor on the device) to every layer's state."""
@@ -256,7 +295,7 @@ class TorchDeviceAccumulators:
             for layer in self._layers:
                 check_layer_shape(layer.spec, tuple(outputs[layer.spec.layer].shape))
             for layer in self._layers:
-                layer.accumulate(outputs[layer.spec.layer])
+                layer.accumulate(outputs[layer.spec.layer], self._ws)
 
     def states(self) -> Dict[str, LayerState]:
         """Read every layer's state back to the host (synchronises once)."""
