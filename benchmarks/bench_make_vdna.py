@@ -16,11 +16,9 @@ import argparse
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 from vdna import procedural
-from vdna.backends import get_backend
 from vdna.extractors import get_extractor
 from vdna.processor import VDNAProcessor
 from vdna.sources import iter_batches, open_source

@@ -11,7 +11,6 @@ recipe changes every rand_resnet50 histogram, so do it only with a format/versio
 """
 import argparse
 import time
-from pathlib import Path
 
 from vdna import procedural
 from vdna.calibration import calibrate

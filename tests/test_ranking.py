@@ -1,6 +1,5 @@
 """rank_images / rank_neurons against distances computed here with NumPy from the network's own activations."""
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest

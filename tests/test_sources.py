@@ -428,7 +428,8 @@ def test_random_crop_reproducible_and_seed_dependent(tmp_path):
 
 
 def test_corrupt_files_are_skipped_with_a_warning(tmp_path):
-    good = [_save(str(tmp_path / f"{i}.png"), _image(i, 9, 9)) for i in (0, 2, 4, 5)]
+    for i in (0, 2, 4, 5):
+        _save(str(tmp_path / f"{i}.png"), _image(i, 9, 9))
     (tmp_path / "1.png").write_bytes(b"this is not a png")
     jpeg = io.BytesIO()
     Image.fromarray(_image(3, 64, 64)).save(jpeg, "JPEG")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -54,13 +54,13 @@ class VDNAProcessor:
         self._backends = {}
 
     # ------------------------------------------------------------------ building blocks
-    def get_extractor(self, name: str, weights=None, ranges=None, allow_download=None):
+    def get_extractor(self, name: str, weights=None, allow_download=None):
+        """The extractor ``name`` (with ``weights``), built once per processor and registration."""
         from .extractors import get_extractor, registration_generation
 
-        key = (name, registration_generation(name), str(weights) if weights is not None else None,
-               id(ranges) if ranges is not None else None)
+        key = (name, registration_generation(name), str(weights) if weights is not None else None)
         if key not in self._extractors:
-            self._extractors[key] = get_extractor(name, weights=weights, ranges=ranges, allow_download=allow_download)
+            self._extractors[key] = get_extractor(name, weights=weights, allow_download=allow_download)
         return self._extractors[key]
 
     def get_backend(self, extractor, device: str, backend: str = "auto", amp_dtype=None):
@@ -191,17 +191,7 @@ class VDNAStream:
         self.backend = backend
         self.device = device
         self.batch_size = int(batch_size)
-        info = extractor.info
-        ranges = activation_ranges
-        if ranges is None and distribution_name.startswith("histogram"):
-            ranges = extractor.activation_ranges()
-        self.accumulator = Accumulator(
-            distribution_name,
-            dict(info.neurons_per_layer),
-            activation_ranges=ranges,
-            layouts=dict(info.layouts),
-            feature_extractor_name=info.name,
-        )
+        self.accumulator = accumulator_for(extractor, distribution_name, activation_ranges)
         # On an accelerator the activations are reduced on the device and read back once at the
         # end; on the CPU the C core accumulates them directly (multi-threaded, no copies).
         self._device_acc = None
@@ -235,32 +225,17 @@ class VDNAStream:
             self.accumulator.update(self.backend.forward(batch))
 
     def _run_source(self, src, num_workers, crop, resize_mode, seed, strict, verbose):
-        from .sources import iter_batches
-
         torch = _torch()
         allocate = None
         if self._device_acc is not None and torch.cuda.is_available():
             def allocate(shape):  # pinned host buffers: asynchronous copies to the device
                 return torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
-        batches = iter_batches(src, self.extractor.info.input_size, self.batch_size, num_workers=num_workers,
-                               crop_to_square=crop, resize_mode=resize_mode, seed=seed, strict=strict,
-                               allocate=allocate)
-        progress = None
-        if verbose:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=len(src), desc=f"vdna {self.extractor.info.name}", unit="img")
-        try:
-            for batch in batches:
-                if batch.skipped:
-                    self.meta["skipped_files"].extend([{"name": n, "reason": r} for n, r in batch.skipped])
-                if len(batch.names):
-                    self._forward(torch.from_numpy(batch.images))
-                if progress is not None:
-                    progress.update(len(batch.names) + len(batch.skipped))
-        finally:
-            if progress is not None:
-                progress.close()
+        for batch in source_batches(src, self.extractor.info, self.batch_size, num_workers, crop, resize_mode, seed,
+                                    strict, verbose, allocate=allocate):
+            if batch.skipped:
+                self.meta["skipped_files"].extend([{"name": n, "reason": r} for n, r in batch.skipped])
+            if len(batch.names):
+                self._forward(torch.from_numpy(batch.images))
 
     # -------------------------------------------------------------- results
     def result(self) -> VDNA:
@@ -292,6 +267,35 @@ class VDNAStream:
             Image.fromarray(arr).save(path)
             paths.append(path)
         return paths
+
+
+def accumulator_for(extractor, distribution_name: str, activation_ranges=None) -> Accumulator:
+    """An empty Accumulator for ``extractor``'s layers; histograms use ``activation_ranges`` or, by
+    default, the extractor's own (shipped, cached or downloaded) ranges."""
+    info = extractor.info
+    if activation_ranges is None and distribution_name.startswith("histogram"):
+        activation_ranges = extractor.activation_ranges()
+    return Accumulator(distribution_name, dict(info.neurons_per_layer), activation_ranges=activation_ranges,
+                       layouts=dict(info.layouts), feature_extractor_name=info.name)
+
+
+def source_batches(src, info, batch_size, num_workers, crop, resize_mode, seed, strict, verbose, allocate=None,
+                   desc=None):
+    """The batches of an ImageSource at ``info.input_size`` (see ``vdna.sources.iter_batches``), with a
+    progress bar over images (read or skipped) when ``verbose``."""
+    from .sources import iter_batches
+
+    batches = iter_batches(src, info.input_size, batch_size, num_workers=num_workers, crop_to_square=crop,
+                           resize_mode=resize_mode, seed=seed, strict=strict, allocate=allocate)
+    if not verbose:
+        yield from batches
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(src), desc=desc or f"vdna {info.name}", unit="img") as progress:
+        for batch in batches:
+            yield batch
+            progress.update(len(batch.names) + len(batch.skipped))
 
 
 def _as_pixel_batch(images, size, torch):

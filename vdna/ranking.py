@@ -124,9 +124,8 @@ def rank_images(
     Returns ``[(image name, distance), ...]`` sorted by increasing distance (ties keep source order).
     """
     from . import distances_to
-    from .accumulator import Accumulator
-    from .processor import VDNAProcessor, resolve_device
-    from .sources import iter_batches, open_source
+    from .processor import VDNAProcessor, accumulator_for, resolve_device, source_batches
+    from .sources import open_source
 
     metric = metric_name(reference)  # rejects activation-range references early
     if int(batch_size) < 1:
@@ -147,11 +146,7 @@ def rank_images(
             f"the reference DNA's neurons do not match extractor '{info.name}' (was it made with another "
             "version of the extractor?)"
         )
-    ranges = activation_ranges
-    if ranges is None and reference.type == "histogram":
-        ranges = extractor.activation_ranges()
-    acc = Accumulator(distribution, dict(reference.neurons_list), activation_ranges=ranges,
-                      layouts=dict(info.layouts), feature_extractor_name=info.name)
+    acc = accumulator_for(extractor, distribution, activation_ranges)
 
     src = open_source(source, num_images=num_images, shuffle=False, seed=seed)
     chunk = max(1, int(max_chunk_bytes) // max(1, _image_dna_bytes(reference)))
@@ -167,33 +162,21 @@ def rank_images(
                                      dtype=np.float64).reshape(-1))
             pending.clear()
 
-    progress = None
-    if verbose:
-        from tqdm.auto import tqdm
+    import torch
 
-        progress = tqdm(total=len(src), desc=f"vdna rank ({metric})", unit="img")
-    try:
-        import torch
-
-        for batch in iter_batches(src, info.input_size, int(batch_size), num_workers=num_workers,
-                                  crop_to_square=crop_to_square_pre_resize, resize_mode=resize_mode,
-                                  seed=seed, strict=strict):
-            skipped.extend(batch.skipped)
-            if len(batch.names):
-                acts = be.forward(torch.from_numpy(batch.images))
-                for i, name in enumerate(batch.names):
-                    acc.reset()
-                    acc.update({layer: a[i:i + 1] for layer, a in acts.items()})
-                    pending.append(acc.compute())
-                    names.append(str(name))
-                    if len(pending) >= chunk:
-                        flush()
-            if progress is not None:
-                progress.update(len(batch.names) + len(batch.skipped))
-        flush()
-    finally:
-        if progress is not None:
-            progress.close()
+    for batch in source_batches(src, info, int(batch_size), num_workers, crop_to_square_pre_resize, resize_mode,
+                                seed, strict, verbose, desc=f"vdna rank ({metric})"):
+        skipped.extend(batch.skipped)
+        if len(batch.names):
+            acts = be.forward(torch.from_numpy(batch.images))
+            for i, name in enumerate(batch.names):
+                acc.reset()
+                acc.update({layer: a[i:i + 1] for layer, a in acts.items()})
+                pending.append(acc.compute())
+                names.append(str(name))
+                if len(pending) >= chunk:
+                    flush()
+    flush()
     if skipped:
         warnings.warn(f"{len(skipped)} unreadable image(s) were skipped and not ranked, e.g. "
                       f"{skipped[0][0]}: {skipped[0][1]}", stacklevel=2)
