@@ -32,7 +32,7 @@ def main(argv=None):
             folders = demo_folders(tmp, n=6)
         processor = VDNAProcessor()
         dnas = [processor.make_vdna(f, num_images=args.num_images, feat_extractor_name=args.extractor,
-                                    distribution_name="histogram-1000", device=args.device, weights=args.weights,
+                                    distribution_name="histogram-1000", device=args.device, extractor_weights=args.weights,
                                     num_workers=2, batch_size=16, verbose=False)
                 for f in folders]
 

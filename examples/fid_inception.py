@@ -30,7 +30,7 @@ def main(argv=None):
 
     processor = VDNAProcessor()
     dnas = [processor.make_vdna(folder, feat_extractor_name="inception", distribution_name="layer-gaussian",
-                                weights=args.weights, device=args.device, batch_size=args.batch_size)
+                                extractor_weights=args.weights, device=args.device, batch_size=args.batch_size)
             for folder in (args.folder_a, args.folder_b)]
     print(f"FID: {float(FD(*dnas, use_neurons_from_layer='block_3')):.3f}")
     for layer in dnas[0].neurons_list:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import vdna
+from reference_binning import neuron_values, per_image_means, reference_histogram
 from vdna import Accumulator
 from vdna.ranges import ActivationRanges
 
@@ -35,35 +36,6 @@ def ranges():
 def batch(rng, n, dtype=np.float32, spatial=(2, 3), tokens=5):
     return {"conv": (rng.normal(size=(n, NEURONS["conv"], *spatial)) * 1.5).astype(dtype),
             "tok": (rng.normal(size=(n, tokens, NEURONS["tok"])) * 1.5).astype(dtype)}
-
-
-def neuron_values(layer, x):
-    """(C, samples) float64: every value each neuron saw."""
-    x = np.asarray(x, dtype=np.float64)
-    if LAYOUTS[layer] == "channels":
-        return np.moveaxis(x, 1, 0).reshape(x.shape[1], -1)
-    return np.moveaxis(x, 2, 0).reshape(x.shape[2], -1)
-
-
-def per_image_means(layer, x):
-    """(N, C) float64: each image's mean over its spatial positions / tokens."""
-    x = np.asarray(x, dtype=np.float64)
-    if LAYOUTS[layer] == "channels":
-        return x.reshape(x.shape[0], x.shape[1], -1).mean(axis=2)
-    return x.mean(axis=1)
-
-
-def hist_ref(values, mn, mx, bins):
-    """DESIGN.md binning, in NumPy float64; NaN skipped, +-Inf to the end bins."""
-    counts = np.zeros((values.shape[0], bins), np.int64)
-    for c in range(values.shape[0]):
-        lo, hi = 1.2 * mn[c], 1.2 * mx[c]
-        centre, half = (lo + hi) / 2, (hi - lo) / 2 + 1e-8
-        v = values[c][~np.isnan(values[c])]
-        z = np.clip((v - centre) / half, -1.0, 1.0)
-        idx = np.minimum(bins - 1, np.floor((z + 1) * bins / 2)).astype(np.int64)
-        counts[c] = np.bincount(idx, minlength=bins)
-    return counts
 
 
 def accumulate(kind, batches, **kwargs):
@@ -89,7 +61,7 @@ def test_histogram_matches_numpy_binning(rng):
     allx = concat(batches)
     for layer in NEURONS:
         mn, mx = ranges()[layer]
-        expected = hist_ref(neuron_values(layer, allx[layer]), mn, mx, B)
+        expected, _ = reference_histogram(allx[layer], mn, mx, B, LAYOUTS[layer])
         assert v.data[layer].dtype == np.int64
         np.testing.assert_array_equal(v.data[layer], expected)
     # a neuron whose calibrated range is a single point still counts every value once
@@ -101,7 +73,7 @@ def test_gaussian_matches_numpy(rng):
     v = accumulate("gaussian", batches).compute()
     allx = concat(batches)
     for layer in NEURONS:
-        m = per_image_means(layer, allx[layer])
+        m = per_image_means(allx[layer], LAYOUTS[layer])
         np.testing.assert_allclose(v.data[layer]["mu"], m.mean(0), rtol=1e-12)
         np.testing.assert_allclose(v.data[layer]["var"], m.var(0, ddof=1), rtol=1e-12)
 
@@ -111,7 +83,7 @@ def test_layer_gaussian_matches_numpy(rng):
     v = accumulate("layer-gaussian", batches).compute()
     allx = concat(batches)
     for layer in NEURONS:
-        m = per_image_means(layer, allx[layer])
+        m = per_image_means(allx[layer], LAYOUTS[layer])
         np.testing.assert_allclose(v.data[layer]["mu"], m.mean(0), rtol=1e-12)
         cov = np.cov(m.T)
         np.testing.assert_allclose(v.data[layer]["sigma"], cov, rtol=1e-12, atol=1e-14 * np.abs(cov).max())
@@ -122,7 +94,7 @@ def test_activation_ranges_match_numpy(rng):
     v = accumulate("activation-ranges", batches).compute()
     allx = concat(batches)
     for layer in NEURONS:
-        vals = neuron_values(layer, allx[layer])
+        vals = neuron_values(allx[layer], LAYOUTS[layer]).T
         np.testing.assert_array_equal(v.data[layer]["min"], vals.min(1))
         np.testing.assert_array_equal(v.data[layer]["max"], vals.max(1))
 

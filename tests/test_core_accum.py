@@ -1,44 +1,15 @@
-"""vdna._core accumulators against independent NumPy references (DESIGN.md "Normative semantics")."""
+"""vdna._core accumulators against independent NumPy references (tests/reference_binning.py)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reference_binning import neuron_values
+from reference_binning import per_image_means as image_means
+from reference_binning import reference_histogram as ref_hist
 from vdna._native import _core
 
 RNG = np.random.default_rng(1234)
-
-
-# ----------------------------------------------------------------------------- references
-def neuron_values(x, layout):
-    """All values of each neuron as columns of a (samples, C) float64 array."""
-    x = np.asarray(x, dtype=np.float64)
-    if layout == "channels":
-        return np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
-    return x.reshape(-1, x.shape[2])
-
-
-def ref_hist(x, mins, maxs, bins, layout="channels"):
-    """DESIGN.md binning, written directly in float64 NumPy."""
-    v = neuron_values(x, layout)
-    lo, hi = 1.2 * np.asarray(mins, np.float64), 1.2 * np.asarray(maxs, np.float64)
-    centre, half = (lo + hi) / 2, (hi - lo) / 2 + 1e-8
-    with np.errstate(invalid="ignore"):
-        z = (v - centre) / half
-    nan = np.isnan(z)
-    z = np.clip(z, -1.0, 1.0)
-    b = np.minimum(bins - 1, np.floor((z + 1) * bins / 2))
-    counts = np.zeros((v.shape[1], bins), np.int64)
-    for c in range(v.shape[1]):
-        counts[c] = np.bincount(b[~nan[:, c], c].astype(np.int64), minlength=bins)
-    return counts, nan.sum(axis=0).astype(np.int64)
-
-
-def image_means(x, layout):
-    x = np.asarray(x, dtype=np.float64)
-    if layout == "channels":
-        return x.reshape(x.shape[0], x.shape[1], -1).mean(axis=2)
-    return x.mean(axis=1)
 
 
 def random_acts(shape, dtype=np.float32, nan_frac=0.0, inf_frac=0.0, scale=3.0):

@@ -264,7 +264,7 @@ def test_register_extractor_round_trip(tmp_path):
     assert got["conv"][1].dtype == np.float64
     # weights given explicitly for a registered extractor
     torch.save(ext.net.state_dict(), tmp_path / "tiny.pth")
-    ext2 = get_extractor("my_tiny", weights=tmp_path / "tiny.pth")
+    ext2 = get_extractor("my_tiny", extractor_weights=tmp_path / "tiny.pth")
     torch.testing.assert_close(ext2.net.conv.weight, ext.net.conv.weight)
     assert len(ext2.weights_sha256) == 64
 

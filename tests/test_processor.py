@@ -8,6 +8,7 @@ import vdna
 from vdna import procedural
 from vdna.processor import VDNAProcessor
 
+from reference_binning import reference_histogram
 import tiny_extractor  # noqa: F401  (registers the "tiny" extractor: 32x32 input, two conv layers)
 
 TINY = tiny_extractor.NAME
@@ -62,13 +63,8 @@ def test_histogram_counts_match_direct_accumulation(proc, images, tiny_ranges):
         acts = ext(torch.from_numpy(np.ascontiguousarray(batch)))
     ranges = vdna.ActivationRanges.from_any(tiny_ranges)
     for layer, a in acts.items():
-        x = a.double().numpy().transpose(1, 0, 2, 3).reshape(a.shape[1], -1)
         mins, maxs = ranges[layer]
-        lo, hi = 1.2 * mins, 1.2 * maxs
-        centre, half = (lo + hi) / 2, (hi - lo) / 2 + 1e-8
-        z = np.clip((x - centre[:, None]) / half[:, None], -1, 1)
-        bins = np.minimum(15, np.floor((z + 1) * 16 / 2)).astype(int)
-        expected = np.stack([np.bincount(b, minlength=16) for b in bins])
+        expected, _ = reference_histogram(a.numpy(), mins, maxs, 16)
         np.testing.assert_array_equal(v.data[layer], expected)
     assert v.num_images == len(images)
     assert v.feature_extractor_name == TINY
@@ -122,9 +118,9 @@ def test_device_accumulation_path_equals_host_accumulation(proc, images, tiny_ra
     host = make(proc, images, distribution_name=distribution, activation_ranges=ranges, batch_size=4)
     s = proc.stream(TINY, distribution, device="cpu", batch_size=4, backend="eager", activation_ranges=ranges,
                     device_accumulation=True)
-    s.add(np.stack(images[:3]))
-    s.add(np.stack(images[3:]))
-    dev = s.result()
+    s.update(np.stack(images[:3]))
+    s.update(np.stack(images[3:]))
+    dev = s.compute()
     assert dev.num_images == host.num_images
     for layer in host.data:
         h, d = host.data[layer], dev.data[layer]
@@ -138,10 +134,10 @@ def test_device_accumulation_path_equals_host_accumulation(proc, images, tiny_ra
 def test_stream_equals_make_vdna_whatever_the_split(proc, images, tiny_ranges):
     ref = make(proc, images, distribution_name="histogram-40", activation_ranges=tiny_ranges)
     s = proc.stream(TINY, "histogram-40", device="cpu", batch_size=3, backend="eager", activation_ranges=tiny_ranges)
-    s.add(np.stack(images[:1]))
-    s.add(np.stack(images[1:7]))
-    s.add([images[7], images[8], images[9]])
-    v = s.result()
+    s.update(np.stack(images[:1]))
+    s.update(np.stack(images[1:7]))
+    s.update([images[7], images[8], images[9]])
+    v = s.compute()
     assert v.num_images == 10
     for layer in ref.data:
         np.testing.assert_array_equal(v.data[layer], ref.data[layer])
@@ -151,10 +147,10 @@ def test_stream_accepts_float_tensors_in_unit_range(proc, images):
     import torch
 
     s1 = proc.stream(TINY, "gaussian", device="cpu", backend="eager")
-    s1.add(np.stack(images))
+    s1.update(np.stack(images))
     s2 = proc.stream(TINY, "gaussian", device="cpu", backend="eager")
-    s2.add(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0)
-    a, b = s1.result(), s2.result()
+    s2.update(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0)
+    a, b = s1.compute(), s2.compute()
     for layer in a.data:
         np.testing.assert_allclose(b.data[layer]["mu"], a.data[layer]["mu"], rtol=1e-5)
 

@@ -123,7 +123,7 @@ def test_rand_resnet50_from_reference_hub_file_refuses_shipped_ranges(offline, t
     state = _random_state("rand_resnet50", seed=4)
     path = tmp_path / "weights.pth"
     torch.save({"model_state_dict": state}, path)  # the reference's Random/rand_resnet50/weights.pth layout
-    ext = get_extractor("rand_resnet50", weights=path)
+    ext = get_extractor("rand_resnet50", extractor_weights=path)
     _assert_loaded(ext, state)
     assert ext.weights_sha256 != RAND_RESNET50_SHA256
     with pytest.raises(MissingRangesError, match="do not apply"):
@@ -136,7 +136,7 @@ def test_dino_resnet50_module_prefix_explicit_path_and_cache(offline, tmp_path):
     state = _random_state("dino_resnet50", seed=1)
     path = tmp_path / "dino_resnet50_pretrain.pth"
     torch.save({"module." + k: v for k, v in state.items()}, path)
-    _assert_loaded(get_extractor("dino_resnet50", weights=path), state)
+    _assert_loaded(get_extractor("dino_resnet50", extractor_weights=path), state)
     cached = weights_cache_path("dino_resnet50", "dino_resnet50_pretrain.pth")
     assert cached == offline / "weights" / "dino_resnet50" / "dino_resnet50_pretrain.pth"
     cached.parent.mkdir(parents=True)
@@ -152,12 +152,12 @@ def test_dino_vit_bare_and_full_teacher_checkpoints(offline, tmp_path, monkeypat
     state = _random_state("dino_vit_small", seed=2)
     bare = tmp_path / "bare.pth"
     torch.save(state, bare)
-    _assert_loaded(get_extractor("dino_vit_small", weights=bare), state)
+    _assert_loaded(get_extractor("dino_vit_small", extractor_weights=bare), state)
     full = tmp_path / "full.pth"
     teacher = {"module.backbone." + k: v for k, v in state.items()}
     teacher["module.head.mlp.0.weight"] = torch.zeros(4, 32)
     torch.save({"teacher": teacher, "student": {"x": torch.zeros(1)}, "epoch": 100}, full)
-    _assert_loaded(get_extractor("dino_vit_small", weights=full), state)
+    _assert_loaded(get_extractor("dino_vit_small", extractor_weights=full), state)
 
 
 def test_mugs_state_dict_wrapper_with_relation_blocks(offline, tmp_path):
@@ -167,7 +167,7 @@ def test_mugs_state_dict_wrapper_with_relation_blocks(offline, tmp_path):
     wrapped["relation_blocks.0.norm1.weight"] = torch.ones(384)  # present in the reference's hub file, unused
     path = tmp_path / "weights.pth"
     torch.save({"state_dict": wrapped}, path)
-    _assert_loaded(get_extractor("mugs_vit_small", weights=path), state)
+    _assert_loaded(get_extractor("mugs_vit_small", extractor_weights=path), state)
 
 
 def test_vgg16_torchvision_layout_and_cached_checksum(offline, tmp_path):
@@ -177,7 +177,7 @@ def test_vgg16_torchvision_layout_and_cached_checksum(offline, tmp_path):
     ckpt["classifier.6.weight"] = torch.zeros(10, 4)  # torchvision's classifier: ignored
     path = tmp_path / "vgg16-397923af.pth"
     torch.save(ckpt, path)
-    _assert_loaded(get_extractor("vgg16", weights=path), state)
+    _assert_loaded(get_extractor("vgg16", extractor_weights=path), state)
     cached = weights_cache_path("vgg16", "vgg16-397923af.pth")
     cached.parent.mkdir(parents=True)
     path.rename(cached)  # random weights cannot have torchvision's checksum prefix
@@ -194,7 +194,7 @@ def test_inception_pytorch_fid_layout(offline, tmp_path):
     ckpt["Conv2d_1a_3x3.bn.num_batches_tracked"] = torch.tensor(7)
     path = tmp_path / "pt_inception.pth"
     torch.save(ckpt, path)
-    _assert_loaded(get_extractor("inception", weights=path), state)
+    _assert_loaded(get_extractor("inception", extractor_weights=path), state)
 
 
 class _ClipArchive(torch.nn.Module):
@@ -229,7 +229,7 @@ def test_clip_torchscript_archive_fp16(offline, tmp_path, monkeypatch):
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     patched = ZooEntry(real.info, tiny, real.convert, real.file_name, real.url, digest, real.hub_ranges)
     monkeypatch.setitem(ZOO, "clip_im_vit_b16", patched)
-    ext = get_extractor("clip_im_vit_b16", weights=archive)
+    ext = get_extractor("clip_im_vit_b16", extractor_weights=archive)
     _assert_loaded(ext, expected)
     assert ext.net.ln_post.weight.dtype == torch.float32
     cached = weights_cache_path("clip_im_vit_b16", "ViT-B-16.pt")
@@ -253,7 +253,7 @@ def test_missing_checkpoint_names_cache_path_and_how_to_allow(offline):
     assert "VDNA_ALLOW_DOWNLOAD=1" in msg and "allow_download=True" in msg
     assert "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth" in msg
     with pytest.raises(MissingWeightsError, match="not found"):
-        get_extractor("vgg16", weights=offline / "nope.pth")
+        get_extractor("vgg16", extractor_weights=offline / "nope.pth")
 
 
 def test_download_refused_explicitly_even_with_env(offline, monkeypatch):
@@ -268,15 +268,15 @@ def test_wrong_checkpoint_is_rejected_with_file_name(offline, tmp_path, monkeypa
     path = tmp_path / "wrong.pth"
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"wrong\.pth.*(missing keys|wrong shape)"):
-        get_extractor("clip_im_vit_b16", weights=path)
+        get_extractor("clip_im_vit_b16", extractor_weights=path)
     del state["blocks.1.norm1.bias"]
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"wrong\.pth.*1 missing keys.*blocks\.1\.norm1\.bias"):
-        get_extractor("dino_vit_small", weights=path)
+        get_extractor("dino_vit_small", extractor_weights=path)
     pickled = tmp_path / "pickled.pth"
     torch.save({"state_dict": state, "args": _Opaque()}, pickled)
     with pytest.raises(ValueError, match="weights_only"):
-        get_extractor("dino_vit_small", weights=pickled)
+        get_extractor("dino_vit_small", extractor_weights=pickled)
 
 
 class _Opaque:
@@ -289,11 +289,11 @@ def test_pretrained_ranges_explicit_cache_and_missing(offline, tmp_path, monkeyp
     state = _random_state("dino_vit_small", seed=9)
     path = tmp_path / "w.pth"
     torch.save(state, path)
-    ext = get_extractor("dino_vit_small", weights=path)
+    ext = get_extractor("dino_vit_small", extractor_weights=path)
     with pytest.raises(MissingRangesError, match="no activation ranges were published"):
         ext.activation_ranges()
 
-    mugs = get_extractor("mugs_vit_small", weights=path)  # same backbone layout
+    mugs = get_extractor("mugs_vit_small", extractor_weights=path)  # same backbone layout
     assert mugs.info.name == "mugs_vit_small"
 
     info = ZOO["mugs_vit_base"].info
@@ -302,7 +302,7 @@ def test_pretrained_ranges_explicit_cache_and_missing(offline, tmp_path, monkeyp
     base_state = _random_state("mugs_vit_base", seed=10)
     base_path = tmp_path / "base.pth"
     torch.save({"state_dict": base_state}, base_path)
-    ext = get_extractor("mugs_vit_base", weights=base_path)
+    ext = get_extractor("mugs_vit_base", extractor_weights=base_path)
     cached = hub_cache_path("bramtoula/visual-dna-models", "Mugs/mugs_vit_base/activation_ranges.json")
     with pytest.raises(MissingRangesError) as err:
         ext.activation_ranges()
@@ -311,9 +311,9 @@ def test_pretrained_ranges_explicit_cache_and_missing(offline, tmp_path, monkeyp
         in str(err.value)
     cached.parent.mkdir(parents=True)
     cached.write_text(json.dumps(ref))
-    ranges = get_extractor("mugs_vit_base", weights=base_path).activation_ranges()
+    ranges = get_extractor("mugs_vit_base", extractor_weights=base_path).activation_ranges()
     assert list(ranges) == list(info.neurons_per_layer)
     np.testing.assert_array_equal(ranges["last_norm"][1], np.arange(768, dtype=np.float64))
-    explicit = get_extractor("mugs_vit_base", weights=base_path,
+    explicit = get_extractor("mugs_vit_base", extractor_weights=base_path,
                              ranges={l: (np.zeros(c), np.ones(c)) for l, c in info.neurons_per_layer.items()})
     np.testing.assert_array_equal(explicit.activation_ranges()["block_3"][1], np.ones(768))

@@ -113,7 +113,7 @@ class Accumulator:
         n_images = None
         for layer in self.neurons_list:
             x = as_host_array(activations[layer], layer)
-            self._check_shape(layer, x)
+            check_layer_shape(layer, self.layouts[layer], self.neurons_list[layer], x.shape)
             if n_images is None:
                 n_images, first = x.shape[0], layer
             elif x.shape[0] != n_images:
@@ -124,18 +124,6 @@ class Accumulator:
             arrays[layer] = x
         for layer, x in arrays.items():
             self._accs[layer].update(x)
-
-    def _check_shape(self, layer: str, x: np.ndarray) -> None:
-        c, layout = int(self.neurons_list[layer]), self.layouts[layer]
-        if layout == "channels":
-            ok, expected = x.ndim >= 2 and x.shape[1] == c, f"(N, {c}, *spatial)"
-        else:
-            ok, expected = x.ndim == 3 and x.shape[2] == c, f"(N, T, {c})"
-        if not ok:
-            raise ValueError(
-                f"layer '{layer}' ({layout} layout, {c} neurons): expected activations of shape {expected}, "
-                f"got {tuple(x.shape)}"
-            )
 
     def merge(self, other: "Accumulator") -> "Accumulator":
         """Add ``other``'s images (a disjoint set) to this accumulator; returns ``self``."""
@@ -256,6 +244,21 @@ class Accumulator:
         return (
             f"Accumulator('{self.distribution_name}', layers={len(self.neurons_list)}, "
             f"neurons={sum(self.neurons_list.values())}, num_images={self.num_images})"
+        )
+
+
+def check_layer_shape(layer: str, layout: str, n_neurons: int, shape) -> None:
+    """Raise ValueError unless activations of ``shape`` fit ``layout`` with ``n_neurons`` neurons:
+    ``channels`` (N, C, *spatial) or ``tokens`` (N, T, C). The one shape rule of every accumulator
+    (host and device)."""
+    shape, c = tuple(int(d) for d in shape), int(n_neurons)
+    if layout == "channels":
+        ok, expected = len(shape) >= 2 and shape[1] == c, f"(N, {c}, *spatial)"
+    else:
+        ok, expected = len(shape) == 3 and shape[2] == c, f"(N, T, {c})"
+    if not ok:
+        raise ValueError(
+            f"layer '{layer}' ({layout} layout, {c} neurons): expected activations of shape {expected}, got {shape}"
         )
 
 

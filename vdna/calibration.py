@@ -7,8 +7,9 @@ image set, keep the file, and pass it to every run (``activation_ranges=...`` or
 from __future__ import annotations
 
 import json
-import os
 from typing import Optional
+
+from .atomic import write_text_atomic
 
 ACTIVATION_RANGES = "activation-ranges"
 
@@ -43,17 +44,5 @@ def write_ranges_json(ranges, path) -> None:
     from .ranges import ActivationRanges
 
     parsed = ActivationRanges.from_any(ranges)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            # repr-exact floats: the file must give back exactly the ranges that were measured
-            json.dump(parsed.to_reference_json(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    # repr-exact floats: the file must give back exactly the ranges that were measured
+    write_text_atomic(path, json.dumps(parsed.to_reference_json()))

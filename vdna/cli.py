@@ -16,6 +16,8 @@ import sys
 import traceback
 import warnings
 
+from .atomic import write_text_atomic
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DEFAULT_EXTRACTOR = "rand_resnet50"  # the extractor that works offline (the library's default needs weights)
 DEFAULT_DISTRIBUTION = "histogram-1000"
@@ -289,7 +291,7 @@ def _make_kwargs(args, extractor: str, distribution: str, data_settings=None) ->
         num_images=args.num_images, shuffle_files=args.shuffle, feat_extractor_name=extractor,
         distribution_name=distribution, seed=args.seed, batch_size=args.batch_size, device=args.device,
         verbose=not args.quiet, num_workers=args.workers, crop_to_square_pre_resize=crop or "none",
-        resize_mode=resize or "clean", backend=args.backend, strict=args.strict, weights=args.extractor_weights,
+        resize_mode=resize or "clean", backend=args.backend, strict=args.strict, extractor_weights=args.extractor_weights,
         allow_download=True if args.allow_download else None,
     )
     if getattr(args, "ranges", None):
@@ -352,19 +354,6 @@ def read_neuron_weights(path: str, vdna, layer=None, metric: str = "EMD"):
     return np.concatenate([np.asarray(per_layer[l], dtype=np.float64).reshape(-1) for l in layers])
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _check_plotting(option: str, path) -> None:
     """Fail before any work when a figure was asked for but matplotlib is missing."""
     if path is None:
@@ -377,12 +366,9 @@ def _check_plotting(option: str, path) -> None:
 
 
 def _save_figure(fig, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
+    from .plots import save_figure
 
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ============================================================================== commands
@@ -432,7 +418,8 @@ def _dna_or_source(path: str, other, args, label: str):
 
 
 def cmd_compare(args) -> int:
-    from .ranking import distance, layer_distances, metric_name, neuron_distances, rank_neurons
+    from .distances import metric_name
+    from .ranking import distance, layer_distances, neuron_distances, rank_neurons
 
     _check_plotting("--plot", args.plot)
     a_is_dna, b_is_dna = _is_dna_path(args.a), _is_dna_path(args.b)
@@ -544,7 +531,7 @@ def _write_neuron_wise(path: str, metric: str, values: dict) -> None:
         text = buf.getvalue()
     else:
         raise CLIError(f"--neuron-wise {path}: use a .csv or .json file name")
-    _write_text_atomic(path, text)
+    write_text_atomic(path, text)
 
 
 def cmd_rank(args) -> int:
@@ -559,7 +546,7 @@ def cmd_rank(args) -> int:
             reference.check_neuron(args.layer, args.neuron)
     neuron_weights = None
     if args.weights:
-        from .ranking import metric_name
+        from .distances import metric_name
 
         neuron_weights = read_neuron_weights(args.weights, reference, args.layer, metric_name(reference))
     if args.output and not args.output.lower().endswith(".csv"):
@@ -567,13 +554,13 @@ def cmd_rank(args) -> int:
     ranking = rank_images(
         args.source, reference, num_images=args.num_images, batch_size=args.batch_size, device=args.device,
         num_workers=args.workers, crop_to_square_pre_resize=args.crop, resize_mode=args.resize,
-        backend=args.backend, strict=args.strict, weights=args.extractor_weights,
+        backend=args.backend, strict=args.strict, extractor_weights=args.extractor_weights,
         activation_ranges=_existing_file(args.ranges, "activation ranges file") if args.ranges else None,
         allow_download=True if args.allow_download else None, use_neurons_from_layer=args.layer,
         use_neuron_index=args.neuron, neuron_weights=neuron_weights,
         seed=args.seed, verbose=not args.quiet,
     )
-    from .ranking import metric_name
+    from .distances import metric_name
 
     metric = metric_name(reference)
     if args.output:
@@ -584,7 +571,7 @@ def cmd_rank(args) -> int:
         w.writerow(["rank", "image", metric])
         for i, (name, d) in enumerate(ranking, 1):
             w.writerow([i, name, repr(d)])
-        _write_text_atomic(args.output, buf.getvalue())
+        write_text_atomic(args.output, buf.getvalue())
     if args.json:
         print(json.dumps({"metric": metric, "reference": args.reference,
                           "ranking": [{"image": n, "distance": d} for n, d in ranking]}, indent=2))

@@ -19,6 +19,11 @@ import numpy as np
 from ._native import _core
 from .dna import GAUSSIAN, HISTOGRAM, LAYER_GAUSSIAN, VDNA, check_comparable
 
+# The distance that fits each DNA type: for the DNA as a whole, and neuron by neuron (a layer-Gaussian
+# is compared with FD as a whole and with NFD, its covariance diagonal, neuron by neuron).
+DNA_METRIC = {HISTOGRAM: "EMD", GAUSSIAN: "NFD", LAYER_GAUSSIAN: "FD"}
+NEURON_METRIC = {HISTOGRAM: "EMD", GAUSSIAN: "NFD", LAYER_GAUSSIAN: "NFD"}
+
 Selection = List[Tuple[str, Optional[np.ndarray]]]  # (layer, neuron indices or None for all)
 Result = Union[np.float64, Dict[str, np.ndarray]]
 
@@ -119,9 +124,7 @@ def distances_to(
         raise TypeError("distances_to: candidates must be a sequence of VDNAs (wrap a single one in a list)")
     candidates = list(candidates)
     if metric is None:
-        metric = {HISTOGRAM: "EMD", GAUSSIAN: "NFD", LAYER_GAUSSIAN: "FD"}.get(reference.type)
-        if metric is None:
-            raise ValueError(f"distances_to: no distance is defined for '{reference.type}' DNAs")
+        metric = metric_name(reference)
     kwargs = dict(use_neurons_from_layer=use_neurons_from_layer, use_neuron_index=use_neuron_index, weights=weights)
     if metric == "EMD":
         _check_types("EMD", [reference, *candidates], (HISTOGRAM,))
@@ -129,10 +132,29 @@ def distances_to(
             check_comparable(reference, c, f"distances_to (candidate {i})")
         selection = _selection(reference, use_neurons_from_layer, use_neuron_index, False, weights)
         return _emd_to_many(reference, candidates, selection, weights)
-    functions = {"NFD": NFD, "FD": FD}
-    if metric not in functions:
+    if metric not in ("NFD", "FD"):
         raise ValueError(f"distances_to: unknown metric '{metric}'; use 'EMD', 'NFD' or 'FD'")
-    return np.array([functions[metric](reference, c, **kwargs) for c in candidates], dtype=np.float64)
+    return np.array([metric_function(metric)(reference, c, **kwargs) for c in candidates], dtype=np.float64)
+
+
+def metric_name(vdna: VDNA, neuron_wise: bool = False) -> str:
+    """"EMD", "NFD" or "FD": the distance that fits a DNA of this type (``neuron_wise``: neuron by
+    neuron). Activation-range DNAs cannot be compared (ValueError)."""
+    table = NEURON_METRIC if neuron_wise else DNA_METRIC
+    if vdna.type not in table:
+        raise ValueError(
+            f"a DNA of type '{vdna.type}' cannot be compared; make a 'histogram-B', 'gaussian' or "
+            "'layer-gaussian' DNA instead"
+        )
+    return table[vdna.type]
+
+
+def metric_function(name: str):
+    """The distance function named ``name`` ("EMD", "NFD", "FD")."""
+    functions = {"EMD": EMD, "NFD": NFD, "FD": FD}
+    if name not in functions:
+        raise ValueError(f"unknown metric {name!r}; use 'EMD', 'NFD' or 'FD'")
+    return functions[name]
 
 
 # ---------------------------------------------------------------------------------------- helpers

@@ -30,11 +30,21 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path, close: bool = True) -> None:
+    """Write ``fig`` to ``path`` atomically (format from the extension); close it unless ``close=False``."""
+    from .atomic import atomic_write
+
+    path = os.fspath(path)
+    fmt = os.path.splitext(path)[1].lstrip(".").lower() or None
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight")
+    if close:
+        _pyplot().close(fig)
+
+
 def _finish(fig, save):
     if save is not None:
-        save = os.fspath(save)
-        os.makedirs(os.path.dirname(os.path.abspath(save)), exist_ok=True)
-        fig.savefig(save, dpi=110, bbox_inches="tight")
+        save_figure(fig, save, close=False)
     return fig
 
 
@@ -148,7 +158,7 @@ def plot_neuron_histograms(a, b=None, neurons: Union[int, Sequence[Tuple[str, in
     for display; a log axis when one bin dwarfs the others, such as the zeros after a ReLU);
     Gaussian DNAs as densities.
     """
-    from .ranking import metric_function, metric_name
+    from .distances import metric_function, metric_name
 
     plt = _pyplot()
     dnas = [a] if b is None else [a, b]
@@ -211,7 +221,8 @@ def plot_layer_distances(reference, *others, labels: Optional[Sequence[str]] = N
 
 def plot_top_neurons(a, b, k: int = 20, use_neurons_from_layer: Optional[str] = None, ax=None, save=None):
     """Horizontal bars of the ``k`` neurons whose distributions differ most between ``a`` and ``b``."""
-    from .ranking import metric_name, rank_neurons
+    from .distances import metric_name
+    from .ranking import rank_neurons
 
     plt = _pyplot()
     top = rank_neurons(a, b, k, use_neurons_from_layer=use_neurons_from_layer)
@@ -243,7 +254,8 @@ def plot_comparison(a, b, labels: Optional[Sequence[str]] = None, layer: Optiona
     ax_layers, ax_top = top.subplots(1, 2, width_ratios=[1.4, 1])
     plot_layer_distances(a, b, labels=[names[1]], reference_label=names[0], ax=ax_layers)
     plot_top_neurons(a, b, k, use_neurons_from_layer=layer, ax=ax_top)
-    from .ranking import metric_name, rank_neurons
+    from .distances import metric_name
+    from .ranking import rank_neurons
 
     chosen = rank_neurons(a, b, n_histograms, use_neurons_from_layer=layer)
     axes = np.atleast_1d(bottom.subplots(1, len(chosen)))

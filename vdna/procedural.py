@@ -12,10 +12,11 @@ Styles
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_write
 
 STYLES = ("base", "close", "shifted")
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -104,8 +105,6 @@ def write_image_set(folder, n: int, seed: int = 0, style: str = "base", size: tu
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(int(n)):
-        path = folder / f"img_{i:05d}.png"
-        tmp = folder / f".img_{i:05d}.png.tmp{os.getpid()}"
-        Image.fromarray(make_image(i, seed, style, size)).save(tmp, format="PNG")
-        os.replace(tmp, path)
+        with atomic_write(folder / f"img_{i:05d}.png", durable=False) as f:
+            Image.fromarray(make_image(i, seed, style, size)).save(f, format="PNG")
     return folder

@@ -54,13 +54,14 @@ class VDNAProcessor:
         self._backends = {}
 
     # ------------------------------------------------------------------ building blocks
-    def get_extractor(self, name: str, weights=None, allow_download=None):
-        """The extractor ``name`` (with ``weights``), built once per processor and registration."""
+    def get_extractor(self, name: str, extractor_weights=None, allow_download=None):
+        """The extractor ``name`` (with the checkpoint ``extractor_weights``), built once per processor
+        and registration."""
         from .extractors import get_extractor, registration_generation
 
-        key = (name, registration_generation(name), str(weights) if weights is not None else None)
+        key = (name, registration_generation(name), str(extractor_weights) if extractor_weights is not None else None)
         if key not in self._extractors:
-            self._extractors[key] = get_extractor(name, weights=weights, allow_download=allow_download)
+            self._extractors[key] = get_extractor(name, extractor_weights=extractor_weights, allow_download=allow_download)
         return self._extractors[key]
 
     def get_backend(self, extractor, device: str, backend: str = "auto", amp_dtype=None):
@@ -91,7 +92,7 @@ class VDNAProcessor:
         resize_mode: str = "clean",
         backend: str = "auto",
         strict: bool = False,
-        weights=None,
+        extractor_weights=None,
         activation_ranges=None,
         allow_download: Optional[bool] = None,
         amp_dtype=None,
@@ -104,7 +105,8 @@ class VDNAProcessor:
         resize_mode: "clean" (the reference's, default) or "fast" (see :mod:`vdna.sources`).
         backend: "auto" (LibTorch shim when it can be built, else eager PyTorch), "libtorch", "eager".
         strict: raise on an unreadable image instead of skipping it with a warning.
-        weights / activation_ranges / allow_download: where the extractor's assets come from.
+        extractor_weights / activation_ranges / allow_download: where the extractor's assets come from
+            (a checkpoint path, activation ranges, whether a missing file may be downloaded).
         amp_dtype: None (float32, default) or torch.float16 / torch.bfloat16 for the forward pass.
         """
         from .sources import open_source
@@ -124,7 +126,7 @@ class VDNAProcessor:
             seed=seed,
             batch_size=batch_size,
             backend=backend,
-            weights=weights,
+            extractor_weights=extractor_weights,
             activation_ranges=activation_ranges,
             allow_download=allow_download,
             amp_dtype=amp_dtype,
@@ -141,7 +143,7 @@ class VDNAProcessor:
         stream.extraction_settings.verbose = verbose
         stream.meta["resize_mode"] = resize_mode
         stream._run_source(src, num_workers, crop_to_square_pre_resize, resize_mode, seed, strict, verbose)
-        vdna = stream.result()
+        vdna = stream.compute()
         if save_sample_images is not None:
             stream.save_sample_images(save_sample_images)
         return vdna
@@ -154,7 +156,7 @@ class VDNAProcessor:
         seed: int = 0,
         batch_size: int = 64,
         backend: str = "auto",
-        weights=None,
+        extractor_weights=None,
         activation_ranges=None,
         allow_download: Optional[bool] = None,
         amp_dtype=None,
@@ -162,13 +164,14 @@ class VDNAProcessor:
         *,
         device_accumulation: Optional[bool] = None,
     ) -> "VDNAStream":
-        """A streaming DNA builder: feed batches of images with ``add``, get the DNA with ``result``.
+        """A streaming DNA builder: feed batches of images with ``update``, get the DNA with ``compute``.
 
         ``device_accumulation``: reduce activations on the extractor's device and read the states back
         once (default: on for accelerators, off for the CPU, where the C core accumulates directly).
         """
         dev = resolve_device(device)
-        extractor = self.get_extractor(feat_extractor_name, weights=weights, allow_download=allow_download)
+        extractor = self.get_extractor(feat_extractor_name, extractor_weights=extractor_weights,
+                                       allow_download=allow_download)
         be = self.get_backend(extractor, dev, backend, amp_dtype)
         if device_accumulation is None:
             device_accumulation = not dev.startswith("cpu")
@@ -179,10 +182,11 @@ class VDNAProcessor:
 class VDNAStream:
     """Accumulates a DNA from batches of images given by the caller (e.g. a generator's samples).
 
-    ``add(images)`` takes a batch as a NumPy array or torch tensor: (N, H, W, 3) uint8, or
+    ``update(images)`` takes a batch as a NumPy array or torch tensor: (N, H, W, 3) uint8, or
     (N, 3, H, W) float with values in [0, 1] (scaled by 255) or [0, 255]; images of another size are
-    resized with the "clean" resize. ``result()`` returns the VDNA. Same guarantees as ``make_vdna``:
-    counts do not depend on how the images are split into batches.
+    resized with the "clean" resize. ``compute()`` returns the VDNA of everything so far (the names of
+    ``vdna.Accumulator`` and of torchmetrics). Same guarantees as ``make_vdna``: counts do not depend
+    on how the images are split into batches.
     """
 
     def __init__(self, extractor, backend, distribution_name, device, seed, batch_size, activation_ranges,
@@ -208,7 +212,7 @@ class VDNAStream:
         self._samples = []
 
     # -------------------------------------------------------------- feeding
-    def add(self, images) -> None:
+    def update(self, images) -> None:
         """Accumulate one batch of images (see the class docstring for accepted forms)."""
         torch = _torch()
         batch = _as_pixel_batch(images, self.extractor.info.input_size, torch)
@@ -238,7 +242,7 @@ class VDNAStream:
                 self._forward(torch.from_numpy(batch.images))
 
     # -------------------------------------------------------------- results
-    def result(self) -> VDNA:
+    def compute(self) -> VDNA:
         """The DNA of everything added so far."""
         if self._device_acc is not None:
             self.accumulator.merge_device_states(self._device_acc.states())
@@ -253,6 +257,16 @@ class VDNAStream:
             warnings.warn(f"{len(self.meta['skipped_files'])} unreadable image(s) were skipped; "
                           "see vdna.meta['skipped_files']", stacklevel=2)
         return vdna
+
+    def add(self, images) -> None:
+        """Deprecated name of ``update``."""
+        warnings.warn("VDNAStream.add is deprecated; use update", DeprecationWarning, stacklevel=2)
+        self.update(images)
+
+    def result(self) -> VDNA:
+        """Deprecated name of ``compute``."""
+        warnings.warn("VDNAStream.result is deprecated; use compute", DeprecationWarning, stacklevel=2)
+        return self.compute()
 
     def save_sample_images(self, folder) -> list:
         """Save the first images (as given to the extractor, after crop/resize) as PNG files."""

@@ -13,31 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-# The distance that fits each DNA type (neuron-wise, and for the whole DNA).
-_NEURON_METRIC = {"histogram": "EMD", "gaussian": "NFD", "layer-gaussian": "NFD"}
-_DNA_METRIC = {"histogram": "EMD", "gaussian": "NFD", "layer-gaussian": "FD"}
-
-
-def metric_name(vdna, neuron_wise: bool = False) -> str:
-    """"EMD", "NFD" or "FD": the distance used for a DNA of this type.
-
-    Layer-Gaussian DNAs are compared with FD as a whole, and with NFD (their diagonal) neuron by neuron.
-    Activation-range DNAs cannot be compared (ValueError).
-    """
-    table = _NEURON_METRIC if neuron_wise else _DNA_METRIC
-    if vdna.type not in table:
-        raise ValueError(
-            f"a DNA of type '{vdna.type}' cannot be compared; make a 'histogram-B', 'gaussian' or "
-            "'layer-gaussian' DNA instead"
-        )
-    return table[vdna.type]
-
-
-def metric_function(name: str):
-    """The distance function of the package named ``name`` ("EMD", "NFD", "FD")."""
-    import vdna
-
-    return {"EMD": vdna.EMD, "NFD": vdna.NFD, "FD": vdna.FD}[name]
+from .distances import metric_function, metric_name
 
 
 def distance(a, b, use_neurons_from_layer=None, use_neuron_index=None, weights=None) -> Tuple[str, float]:
@@ -101,7 +77,7 @@ def rank_images(
     resize_mode: Optional[str] = None,
     backend: str = "auto",
     strict: bool = False,
-    weights=None,
+    extractor_weights=None,
     activation_ranges=None,
     allow_download: Optional[bool] = None,
     use_neurons_from_layer: Optional[str] = None,
@@ -117,7 +93,7 @@ def rank_images(
     Each image gets a DNA of the reference's kind (extractor, distribution and bins, activation
     ranges); the distance is EMD for histograms, NFD for Gaussians, FD for layer-Gaussians (whose
     per-image covariance is zero). ``crop_to_square_pre_resize`` and ``resize_mode`` default to the
-    settings recorded in the reference. ``weights``/``activation_ranges``/``allow_download`` locate the
+    settings recorded in the reference. ``extractor_weights``/``activation_ranges``/``allow_download`` locate the
     extractor's assets as in ``make_vdna``; ``neuron_weights`` weights neurons in the distance (paper
     Eq. 5). Unreadable images are skipped with a warning (or raise with ``strict=True``).
 
@@ -138,7 +114,8 @@ def rank_images(
 
     proc = processor if processor is not None else VDNAProcessor()
     dev = resolve_device(device)
-    extractor = proc.get_extractor(reference.feature_extractor_name, weights=weights, allow_download=allow_download)
+    extractor = proc.get_extractor(reference.feature_extractor_name, extractor_weights=extractor_weights,
+                                   allow_download=allow_download)
     be = proc.get_backend(extractor, dev, backend)
     info = extractor.info
     if dict(info.neurons_per_layer) != dict(reference.neurons_list):

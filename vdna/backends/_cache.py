@@ -1,4 +1,4 @@
-"""File locking and atomic placement for the shim and model caches (POSIX and Windows)."""
+"""File locking for the shim and model caches (POSIX and Windows); atomic placement is vdna.atomic."""
 import contextlib
 import os
 from pathlib import Path
@@ -40,9 +40,3 @@ def file_lock(path):
             _unlock(fd)
     finally:
         os.close(fd)
-
-
-def temporary_sibling(path) -> Path:
-    """A unique temporary name next to ``path`` (same filesystem, so ``os.replace`` is atomic)."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")

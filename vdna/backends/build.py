@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..download import cache_dir as _default_cache_dir
-from ._cache import file_lock, temporary_sibling
+from ..atomic import atomic_path, write_text_atomic
+from ._cache import file_lock
 
 __all__ = ["ShimBuildError", "build_shim", "shim_library_path", "shim_source_dir", "main"]
 
@@ -159,22 +160,18 @@ def build_shim(cache_dir: Optional[os.PathLike] = None, force: bool = False, qui
             print(f"vdna: building the LibTorch shim for torch {cfg['torch']} (once, about a minute) "
                   f"into {target.parent}", file=sys.stderr, flush=True)
             _announced = True
-        tmp = temporary_sibling(target)
-        cmd = _command(cxx, cfg, src / "vdna_shim.cpp", tmp)
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-        except OSError as exc:
-            raise ShimBuildError(f"the C++ compiler could not be started: {exc}") from exc
-        if proc.returncode != 0 or not tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-25:])
-            raise ShimBuildError(f"compiling the shim failed (exit {proc.returncode}):\n"
-                                 f"{' '.join(cmd)}\n{tail}")
-        os.replace(tmp, target)
-        info = dict(key_fields, command=cmd)
-        info_tmp = temporary_sibling(target.with_name("build.json"))
-        info_tmp.write_text(json.dumps(info, indent=2))
-        os.replace(info_tmp, target.with_name("build.json"))
+        with atomic_path(target, durable=False) as tmp:
+            cmd = _command(cxx, cfg, src / "vdna_shim.cpp", Path(tmp))
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+            except OSError as exc:
+                raise ShimBuildError(f"the C++ compiler could not be started: {exc}") from exc
+            if proc.returncode != 0 or not os.path.isfile(tmp):
+                tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-25:])
+                raise ShimBuildError(f"compiling the shim failed (exit {proc.returncode}):\n"
+                                     f"{' '.join(cmd)}\n{tail}")
+        write_text_atomic(target.with_name("build.json"), json.dumps(dict(key_fields, command=cmd), indent=2),
+                          durable=False)
     return target
 
 

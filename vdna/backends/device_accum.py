@@ -26,9 +26,9 @@ from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["LayerSpec", "LayerState", "TorchDeviceAccumulators", "normalisation_constants", "check_layer_shape"]
+from ..accumulator import LAYOUTS, check_layer_shape
 
-LAYOUTS = ("channels", "tokens")
+__all__ = ["LayerSpec", "LayerState", "TorchDeviceAccumulators", "normalisation_constants", "check_spec_shape"]
 
 
 @dataclass(frozen=True)
@@ -128,17 +128,9 @@ def normalisation_constants(mins: np.ndarray, maxs: np.ndarray) -> Tuple[np.ndar
     return (lo + hi) / 2.0, (hi - lo) / 2.0 + 1e-8
 
 
-def check_layer_shape(spec: LayerSpec, shape) -> None:
+def check_spec_shape(spec: LayerSpec, shape) -> None:
     """Raise ValueError when activations of ``shape`` do not fit the spec's layout and neurons."""
-    c = spec.n_neurons
-    if spec.layout == "channels":
-        ok = len(shape) >= 2 and shape[1] == c
-        expected = f"(N, {c}, ...)"
-    else:
-        ok = len(shape) == 3 and shape[2] == c
-        expected = f"(N, T, {c})"
-    if not ok:
-        raise ValueError(f"layer {spec.layer!r}: expected {spec.layout} activations {expected}, got {tuple(shape)}")
+    check_layer_shape(spec.layer, spec.layout, spec.n_neurons, shape)
 
 
 class _TorchLayer:
@@ -164,7 +156,7 @@ class _TorchLayer:
         import torch
 
         spec = self.spec
-        check_layer_shape(spec, tuple(t.shape))
+        check_spec_shape(spec, tuple(t.shape))
         c = spec.n_neurons
         # float64 copy in a reused buffer (fresh full-size temporaries per layer and batch cost more
         # in page faults than the arithmetic); every step below is in place on workspace buffers.
@@ -293,7 +285,7 @@ class TorchDeviceAccumulators:
             if missing:
                 raise ValueError(f"the extractor produced no layer {missing[0]!r} (it has {sorted(outputs)})")
             for layer in self._layers:
-                check_layer_shape(layer.spec, tuple(outputs[layer.spec.layer].shape))
+                check_spec_shape(layer.spec, tuple(outputs[layer.spec.layer].shape))
             for layer in self._layers:
                 layer.accumulate(outputs[layer.spec.layer], self._ws)
 

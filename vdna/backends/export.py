@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from ..download import cache_dir as _default_cache_dir
-from ._cache import file_lock, temporary_sibling
+from ..atomic import atomic_path
+from ._cache import file_lock
 
 __all__ = ["ExportError", "export_torchscript", "torchscript_path"]
 
@@ -94,11 +95,9 @@ def export_torchscript(extractor, device="cpu", cache_dir: Optional[os.PathLike]
                 _check_same(extractor.info.name, extractor(check), traced(check))
         finally:
             extractor.train(was_training)
-        tmp = temporary_sibling(target)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), atomic_path(target) as tmp:
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.jit.save(traced, str(tmp))
-        os.replace(tmp, target)
+            torch.jit.save(traced, tmp)
     return target
 
 

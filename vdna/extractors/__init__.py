@@ -2,7 +2,7 @@
 
 Built-in names: see ``list_extractors()`` and ``vdna/extractors/zoo.py`` (checkpoints, cache file
 names, sources). ``rand_resnet50`` works offline; the others need their checkpoint, given with
-``weights=<path>``, found in the cache, or downloaded when allowed (``allow_download=True`` or
+``extractor_weights=<path>``, found in the cache, or downloaded when allowed (``allow_download=True`` or
 ``VDNA_ALLOW_DOWNLOAD=1``). User-defined extractors are added with ``register_extractor``.
 """
 from importlib import resources
@@ -60,7 +60,7 @@ def register_extractor(name: str, builder: Callable[[], torch.nn.Module], info: 
     activations with the layers, order and layouts of ``info``; ``ranges`` (optional) are its
     activation ranges in any form ``vdna.ranges.ActivationRanges.from_any`` accepts. The built
     extractor's ``weights_sha256`` is ``module_state_sha256`` of the built module (or the SHA-256 of
-    the file passed as ``weights=``).
+    the file passed as ``extractor_weights=``).
     """
     if not isinstance(info, ExtractorInfo):
         raise TypeError(f"info must be an ExtractorInfo, got {type(info).__name__}")
@@ -87,34 +87,35 @@ def shipped_ranges_path() -> Path:
     return Path(str(resources.files("vdna") / "data" / RAND_RESNET50_RANGES_FILE))
 
 
-def get_extractor(name: str, weights=None, ranges=None, allow_download: Optional[bool] = None) -> Extractor:
+def get_extractor(name: str, extractor_weights=None, ranges=None, allow_download: Optional[bool] = None) -> Extractor:
     """Build extractor ``name`` in eval mode with gradients off.
 
-    weights: checkpoint path overriding the cache/download resolution (in the publisher's layout, or
-        already converted). For ``rand_resnet50`` the weights are generated unless this is given.
+    extractor_weights: checkpoint path overriding the cache/download resolution (in the publisher's
+        layout, or already converted). For ``rand_resnet50`` the weights are generated unless this is given.
     ranges: activation ranges overriding the published/shipped ones (path to the reference JSON
         format, or a dict; see ``vdna.ranges``).
     allow_download: allow fetching missing checkpoints/ranges (default: ``$VDNA_ALLOW_DOWNLOAD``).
     """
     if name in _USER:
-        return _build_user(name, weights, ranges)
+        return _build_user(name, extractor_weights, ranges)
     if name not in ZOO:
         raise ValueError(f"unknown feature extractor {name!r}; available: {', '.join(list_extractors())}")
     entry = ZOO[name]
     with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
         net = entry.build()
-    if entry.file_name is None and weights is None:
+    if entry.file_name is None and extractor_weights is None:
         state, digest = rand_resnet50_state()
         load_state_dict_strict(net, state, f"generated weights of '{name}'")
     else:
         if entry.file_name is None:
-            path = resolve_weights(name, "", "", None, weights=weights)
+            path = resolve_weights(name, "", "", None, weights=extractor_weights)
         else:
-            path = resolve_weights(name, entry.file_name, entry.url, entry.sha256, weights, allow_download)
+            path = resolve_weights(name, entry.file_name, entry.url, entry.sha256, extractor_weights, allow_download)
         source = f"checkpoint {path} (for '{name}')"
         load_state_dict_strict(net, entry.convert(read_checkpoint(path), source), source)
         digest = sha256_file(path)
-    loader = _zoo_ranges_loader(entry, ranges, allow_download, generated=entry.file_name is None and weights is None)
+    generated = entry.file_name is None and extractor_weights is None
+    loader = _zoo_ranges_loader(entry, ranges, allow_download, generated=generated)
     return Extractor(net, entry.info, digest, loader).eval()
 
 

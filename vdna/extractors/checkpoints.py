@@ -65,13 +65,13 @@ def resolve_weights(
         if sha256 is not None and not sha256_matches(sha256_file(dest), sha256):
             raise ChecksumMismatchError(
                 f"cached weights {dest} for '{extractor_name}' do not have the published SHA-256 ({sha256}...); "
-                f"delete the file to download it again, or pass it explicitly with weights=<path>"
+                f"delete the file to download it again, or pass it explicitly with extractor_weights=<path>"
             )
         return dest
     if not downloads_allowed(allow_download):
         raise MissingWeightsError(
             f"weights for '{extractor_name}' not found: expected '{file_name}' at {dest} (cache folder: "
-            f"$VDNA_HOME, default ~/.cache/vdna). Download {url} and put it there, pass weights=<path>, "
+            f"$VDNA_HOME, default ~/.cache/vdna). Download {url} and put it there, pass extractor_weights=<path>, "
             f"or {how_to_allow()}"
         )
     return download_file(url, dest, sha256=sha256, allow_download=True)
