@@ -496,6 +496,37 @@ def test_ranges_all_nan_neuron_merge_and_state():
         s.set_state(1, [0.0, 3.0], [1.0, 2.0])
 
 
+@pytest.mark.parametrize("kind", ["moments", "cov", "ranges"])
+def test_set_state_carries_nan_counts(kind):
+    """A state set with NaN counts reports them, merges them by addition, and rejects negative ones
+    without changing the accumulator."""
+    C = 3
+    if kind == "ranges":
+        make = lambda: _core.RangeAccumulator(C, layout="tokens")  # noqa: E731
+        state = (2, [0.0, -1.0, np.nan], [1.0, 2.0, np.nan])
+    else:
+        cls = _core.MomentAccumulator if kind == "moments" else _core.CovAccumulator
+        make = lambda: cls(C, layout="tokens")  # noqa: E731
+        state = (2, [0.0, 1.0, 2.0], [1.0, 2.0, 3.0] if kind == "moments" else np.diag([1.0, 2.0, 3.0]))
+    a = make()
+    a.set_state(*state, nan_counts=[0, 4, 7])
+    np.testing.assert_array_equal(a.nan_counts, [0, 4, 7])
+    b = make()
+    b.update(np.array([[[1.0, np.nan, 0.5]]]))  # one image, one NaN value for neuron 1
+    b.merge(a)
+    np.testing.assert_array_equal(b.nan_counts, [0, 5, 7])
+    assert b.num_images == 3
+    with pytest.raises(ValueError, match="negative NaN count -1 at neuron 2"):
+        a.set_state(*state, nan_counts=[0, 0, -1])
+    np.testing.assert_array_equal(a.nan_counts, [0, 4, 7])
+    with pytest.raises(TypeError, match="nan_counts must hold integers"):
+        a.set_state(*state, nan_counts=[0.5, 0, 0])
+    with pytest.raises(ValueError, match="nan_counts"):
+        a.set_state(*state, nan_counts=[0, 0])
+    a.set_state(*state)  # default: no NaN seen
+    np.testing.assert_array_equal(a.nan_counts, [0, 0, 0])
+
+
 # ----------------------------------------------------------------------------- errors
 def test_errors_name_the_problem():
     h = _core.HistAccumulator([0.0, 0.0], [1.0, 1.0], 4)

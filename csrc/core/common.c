@@ -39,6 +39,22 @@ vdna_status vdna_fail(vdna_status code, const char *fmt, ...) {
     return code;
 }
 
+vdna_status vdna_check_nan_counts(const int64_t *nan_counts, int64_t n, const char *what) {
+    if (nan_counts == NULL) return VDNA_OK;
+    for (int64_t i = 0; i < n; i++)
+        if (nan_counts[i] < 0)
+            return vdna_fail(VDNA_ERR_ARG, "%s: negative NaN count %lld at neuron %lld", what, (long long)nan_counts[i],
+                             (long long)i);
+    return VDNA_OK;
+}
+
+void vdna_copy_nan_counts(int64_t *dst, const int64_t *nan_counts, int64_t n) {
+    if (nan_counts == NULL)
+        memset(dst, 0, (size_t)n * sizeof(int64_t));
+    else
+        memcpy(dst, nan_counts, (size_t)n * sizeof(int64_t));
+}
+
 /* ---------------------------------------------------------------- threads */
 static int requested_threads = 0; /* 0: one per online CPU */
 

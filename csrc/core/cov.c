@@ -201,7 +201,8 @@ void vdna_cov_state(const vdna_cov *c, int64_t *count, double *mean, double *m2)
     if (m2) read_m2(c, m2, 1.0);
 }
 
-vdna_status vdna_cov_set_state(vdna_cov *c, int64_t count, const double *mean, const double *m2) {
+vdna_status vdna_cov_set_state(vdna_cov *c, int64_t count, const double *mean, const double *m2,
+                               const int64_t *nan_counts) {
     vdna_clear_error();
     if (c == NULL) return vdna_fail(VDNA_ERR_ARG, "cov set_state: NULL accumulator");
     if (count < 0) return vdna_fail(VDNA_ERR_ARG, "cov set_state: count %lld < 0", (long long)count);
@@ -223,6 +224,8 @@ vdna_status vdna_cov_set_state(vdna_cov *c, int64_t count, const double *mean, c
                                  (long long)i, (long long)j, u, l);
         }
     }
+    vdna_status st = vdna_check_nan_counts(nan_counts, C, "cov set_state");
+    if (st != VDNA_OK) return st;
     for (int64_t j = 0; j < C; j++) {
         for (int64_t i = 0; i <= j; i++) c->prod[i + j * C] = i == j ? m2[i + j * C] : (m2[i + j * C] + m2[j + i * C]) / 2;
         for (int64_t i = j + 1; i < C; i++) c->prod[i + j * C] = 0.0; /* unused triangle */
@@ -231,7 +234,7 @@ vdna_status vdna_cov_set_state(vdna_cov *c, int64_t count, const double *mean, c
         c->shift[j] = isfinite(mean[j]) ? mean[j] : 0.0;
         c->sum[j] = isfinite(mean[j]) ? 0.0 : mean[j] * (double)count;
     }
-    memset(c->nan_counts, 0, (size_t)C * sizeof(int64_t));
+    vdna_copy_nan_counts(c->nan_counts, nan_counts, C);
     c->count = count;
     return VDNA_OK;
 }

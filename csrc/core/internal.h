@@ -14,6 +14,11 @@ vdna_status vdna_fail(vdna_status code, const char *fmt, ...)
 /* Clear the thread's last error message (called at the start of public entry points). */
 void vdna_clear_error(void);
 
+/* set_state helpers: check that nan_counts (n entries, NULL = all zero) are >= 0, naming `what`
+ * in the error; then copy them (zeros for NULL). */
+vdna_status vdna_check_nan_counts(const int64_t *nan_counts, int64_t n, const char *what);
+void vdna_copy_nan_counts(int64_t *dst, const int64_t *nan_counts, int64_t n);
+
 /* Run fn(ctx, begin, end) over [0, n_items) split into contiguous chunks, on up to
  * vdna_get_num_threads() threads (the calling thread takes a share). Chunks are deterministic
  * given n_items and min_chunk; results must not depend on how many threads ran them.

@@ -166,7 +166,8 @@ void vdna_moments_state(const vdna_moments *m, int64_t *count, double *mean, dou
     if (m2) memcpy(m2, m->m2, (size_t)m->n_neurons * sizeof(double));
 }
 
-vdna_status vdna_moments_set_state(vdna_moments *m, int64_t count, const double *mean, const double *m2) {
+vdna_status vdna_moments_set_state(vdna_moments *m, int64_t count, const double *mean, const double *m2,
+                                   const int64_t *nan_counts) {
     vdna_clear_error();
     if (m == NULL) return vdna_fail(VDNA_ERR_ARG, "moments set_state: NULL accumulator");
     if (count < 0) return vdna_fail(VDNA_ERR_ARG, "moments set_state: count %lld < 0", (long long)count);
@@ -178,9 +179,11 @@ vdna_status vdna_moments_set_state(vdna_moments *m, int64_t count, const double 
     for (int64_t c = 0; c < m->n_neurons; c++)
         if (m2[c] < 0)
             return vdna_fail(VDNA_ERR_ARG, "moments set_state: negative m2 %g at neuron %lld", m2[c], (long long)c);
+    vdna_status st = vdna_check_nan_counts(nan_counts, m->n_neurons, "moments set_state");
+    if (st != VDNA_OK) return st;
     memcpy(m->mean, mean, (size_t)m->n_neurons * sizeof(double));
     memcpy(m->m2, m2, (size_t)m->n_neurons * sizeof(double));
-    memset(m->nan_counts, 0, (size_t)m->n_neurons * sizeof(int64_t));
+    vdna_copy_nan_counts(m->nan_counts, nan_counts, m->n_neurons);
     m->count = count;
     return VDNA_OK;
 }

@@ -165,7 +165,8 @@ vdna_status vdna_ranges_minmax(const vdna_ranges *r, double *mins, double *maxs)
     return VDNA_OK;
 }
 
-vdna_status vdna_ranges_set_state(vdna_ranges *r, int64_t num_images, const double *mins, const double *maxs) {
+vdna_status vdna_ranges_set_state(vdna_ranges *r, int64_t num_images, const double *mins, const double *maxs,
+                                  const int64_t *nan_counts) {
     vdna_clear_error();
     if (r == NULL) return vdna_fail(VDNA_ERR_ARG, "ranges set_state: NULL accumulator");
     if (num_images < 0) return vdna_fail(VDNA_ERR_ARG, "ranges set_state: num_images %lld < 0", (long long)num_images);
@@ -180,12 +181,14 @@ vdna_status vdna_ranges_set_state(vdna_ranges *r, int64_t num_images, const doub
             return vdna_fail(VDNA_ERR_ARG, "ranges set_state: neuron %lld has min %g > max %g (or one NaN)",
                              (long long)c, mins[c], maxs[c]);
     }
+    vdna_status st = vdna_check_nan_counts(nan_counts, r->n_neurons, "ranges set_state");
+    if (st != VDNA_OK) return st;
     for (int64_t c = 0; c < r->n_neurons; c++) {
         int none = isnan(mins[c]);
         r->mins[c] = none ? INFINITY : mins[c];
         r->maxs[c] = none ? -INFINITY : maxs[c];
-        r->nan_counts[c] = 0;
     }
+    vdna_copy_nan_counts(r->nan_counts, nan_counts, r->n_neurons);
     r->num_images = num_images;
     return VDNA_OK;
 }

@@ -80,11 +80,12 @@ void vdna_moments_reset(vdna_moments *m);
 vdna_status vdna_moments_mean(const vdna_moments *m, double *mean);
 vdna_status vdna_moments_var(const vdna_moments *m, double *var);
 
-/* Read / replace the state (count, mean, M2 = sum of squared deviations). set_state checks
- * count >= 0 and M2 >= 0 (NaN allowed: it may have propagated), clears the NaN counts, and with
- * count == 0 just resets. */
+/* Read / replace the state (count, mean, M2 = sum of squared deviations, per-neuron NaN counts).
+ * set_state checks count >= 0, M2 >= 0 (NaN allowed: it may have propagated) and nan_counts >= 0
+ * (NULL: zeros), and with count == 0 just resets. */
 void vdna_moments_state(const vdna_moments *m, int64_t *count, double *mean, double *m2);
-vdna_status vdna_moments_set_state(vdna_moments *m, int64_t count, const double *mean, const double *m2);
+vdna_status vdna_moments_set_state(vdna_moments *m, int64_t count, const double *mean, const double *m2,
+                                   const int64_t *nan_counts);
 
 void vdna_moments_nan_counts(const vdna_moments *m, int64_t *nan_counts);
 int64_t vdna_moments_num_images(const vdna_moments *m);
@@ -113,11 +114,12 @@ void vdna_cov_reset(vdna_cov *c);
 vdna_status vdna_cov_mean(const vdna_cov *c, double *mean);
 vdna_status vdna_cov_cov(const vdna_cov *c, double *cov);
 
-/* Read / replace the state (count, mean, M2 = sum of outer products of deviations, n_neurons^2).
- * set_state needs a symmetric M2 (to 1e-12 relative; the two triangles are averaged), count >= 0,
- * clears the NaN counts, and with count == 0 just resets. */
+/* Read / replace the state (count, mean, M2 = sum of outer products of deviations, n_neurons^2,
+ * per-neuron NaN counts). set_state needs a symmetric M2 (to 1e-12 relative; the two triangles are
+ * averaged), count >= 0 and nan_counts >= 0 (NULL: zeros), and with count == 0 just resets. */
 void vdna_cov_state(const vdna_cov *c, int64_t *count, double *mean, double *m2);
-vdna_status vdna_cov_set_state(vdna_cov *c, int64_t count, const double *mean, const double *m2);
+vdna_status vdna_cov_set_state(vdna_cov *c, int64_t count, const double *mean, const double *m2,
+                               const int64_t *nan_counts);
 
 void vdna_cov_nan_counts(const vdna_cov *c, int64_t *nan_counts);
 int64_t vdna_cov_num_images(const vdna_cov *c);
@@ -141,9 +143,10 @@ void vdna_ranges_reset(vdna_ranges *r);
  * images. */
 vdna_status vdna_ranges_minmax(const vdna_ranges *r, double *mins, double *maxs);
 
-/* Replace the state. Each neuron needs min <= max, or both NaN (no value seen); with
- * num_images == 0 the state is just reset. Clears the NaN counts. */
-vdna_status vdna_ranges_set_state(vdna_ranges *r, int64_t num_images, const double *mins, const double *maxs);
+/* Replace the state. Each neuron needs min <= max, or both NaN (no value seen), and
+ * nan_counts >= 0 (NULL: zeros); with num_images == 0 the state is just reset. */
+vdna_status vdna_ranges_set_state(vdna_ranges *r, int64_t num_images, const double *mins, const double *maxs,
+                                  const int64_t *nan_counts);
 
 void vdna_ranges_nan_counts(const vdna_ranges *r, int64_t *nan_counts);
 int64_t vdna_ranges_num_images(const vdna_ranges *r);

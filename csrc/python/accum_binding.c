@@ -569,34 +569,48 @@ static PyObject *gauss_state(AccumObject *self, int matrix) {
     return Py_BuildValue("(LNN)", (long long)count, mean, m2);
 }
 
+/* nan_counts=None or (C,) non-negative integers for set_state; *out is NULL for None. */
+static int optional_nan_counts(AccumObject *self, PyObject *obj, const char *ctx, PyArrayObject **out) {
+    *out = NULL;
+    if (obj == NULL || obj == Py_None) return 0;
+    npy_intp shape[1] = {C_OF(self)};
+    *out = as_counts(obj, 1, shape, ctx, "nan_counts");
+    return *out == NULL ? -1 : 0;
+}
+
 static PyObject *gauss_set_state(AccumObject *self, PyObject *args, PyObject *kwds, int matrix) {
-    static char *kwlist[] = {"count", "mean", "m2", NULL};
+    static char *kwlist[] = {"count", "mean", "m2", "nan_counts", NULL};
     const char *ctx = matrix ? "CovAccumulator.set_state" : "MomentAccumulator.set_state";
     long long count;
-    PyObject *mean_obj, *m2_obj;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LOO:set_state", kwlist, &count, &mean_obj, &m2_obj)) return NULL;
+    PyObject *mean_obj, *m2_obj, *nans_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LOO|O:set_state", kwlist, &count, &mean_obj, &m2_obj, &nans_obj))
+        return NULL;
     if (count < 0) {
         PyErr_Format(PyExc_ValueError, "%s: count must be >= 0, got %lld", ctx, count);
         return NULL;
     }
     npy_intp C = C_OF(self);
+    PyArrayObject *nans;
+    if (optional_nan_counts(self, nans_obj, ctx, &nans) < 0) return NULL;
     PyArrayObject *mean = as_f64(mean_obj, 1, C, ctx, "mean");
-    if (mean == NULL) return NULL;
-    PyArrayObject *m2 = as_f64(m2_obj, matrix ? 2 : 1, C, ctx, "m2");
+    PyArrayObject *m2 = mean == NULL ? NULL : as_f64(m2_obj, matrix ? 2 : 1, C, ctx, "m2");
     if (m2 == NULL || acquire(self, "set_state") < 0) {
-        Py_DECREF(mean);
+        Py_XDECREF(mean);
         Py_XDECREF(m2);
+        Py_XDECREF(nans);
         return NULL;
     }
     vdna_status st;
     const double *pm = PyArray_DATA(mean), *pq = PyArray_DATA(m2);
+    const int64_t *pn = nans ? PyArray_DATA(nans) : NULL;
     Py_BEGIN_ALLOW_THREADS
-    st = matrix ? vdna_cov_set_state(self->state, (int64_t)count, pm, pq)
-                : vdna_moments_set_state(self->state, (int64_t)count, pm, pq);
+    st = matrix ? vdna_cov_set_state(self->state, (int64_t)count, pm, pq, pn)
+                : vdna_moments_set_state(self->state, (int64_t)count, pm, pq, pn);
     Py_END_ALLOW_THREADS
     release(self);
     Py_DECREF(mean);
     Py_DECREF(m2);
+    Py_XDECREF(nans);
     if (st != VDNA_OK) return vdna_py_raise(st, ctx);
     Py_RETURN_NONE;
 }
@@ -613,7 +627,7 @@ static PyMethodDef moments_methods[] = {
     COMMON_METHODS,
     {"state", (PyCFunction)moments_state, METH_NOARGS, "state() -> (count, mean (C,), m2 (C,))"},
     {"set_state", (PyCFunction)(void (*)(void))moments_set_state, METH_VARARGS | METH_KEYWORDS,
-     "set_state(count, mean, m2): replace the state (NaN counts are cleared)."},
+     "set_state(count, mean, m2, nan_counts=None): replace the state (nan_counts: (C,) integers, default 0)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -648,7 +662,7 @@ static PyMethodDef cov_methods[] = {
     COMMON_METHODS,
     {"state", (PyCFunction)cov_state, METH_NOARGS, "state() -> (count, mean (C,), m2 (C, C))"},
     {"set_state", (PyCFunction)(void (*)(void))cov_set_state, METH_VARARGS | METH_KEYWORDS,
-     "set_state(count, mean, m2): replace the state (m2 symmetric; NaN counts are cleared)."},
+     "set_state(count, mean, m2, nan_counts=None): replace the state (m2 symmetric; nan_counts default 0)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -673,33 +687,38 @@ static PyObject *ranges_get_maxs(AccumObject *self, void *closure) {
 }
 
 static PyObject *ranges_set_state(AccumObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"num_images", "mins", "maxs", NULL};
+    static char *kwlist[] = {"num_images", "mins", "maxs", "nan_counts", NULL};
     const char *ctx = "RangeAccumulator.set_state";
     long long num_images;
-    PyObject *mins_obj, *maxs_obj;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LOO:set_state", kwlist, &num_images, &mins_obj, &maxs_obj))
+    PyObject *mins_obj, *maxs_obj, *nans_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LOO|O:set_state", kwlist, &num_images, &mins_obj, &maxs_obj,
+                                     &nans_obj))
         return NULL;
     if (num_images < 0) {
         PyErr_Format(PyExc_ValueError, "%s: num_images must be >= 0, got %lld", ctx, num_images);
         return NULL;
     }
     npy_intp C = C_OF(self);
+    PyArrayObject *nans;
+    if (optional_nan_counts(self, nans_obj, ctx, &nans) < 0) return NULL;
     PyArrayObject *mins = as_f64(mins_obj, 1, C, ctx, "mins");
-    if (mins == NULL) return NULL;
-    PyArrayObject *maxs = as_f64(maxs_obj, 1, C, ctx, "maxs");
+    PyArrayObject *maxs = mins == NULL ? NULL : as_f64(maxs_obj, 1, C, ctx, "maxs");
     if (maxs == NULL || acquire(self, "set_state") < 0) {
-        Py_DECREF(mins);
+        Py_XDECREF(mins);
         Py_XDECREF(maxs);
+        Py_XDECREF(nans);
         return NULL;
     }
     vdna_status st;
     const double *pa = PyArray_DATA(mins), *pb = PyArray_DATA(maxs);
+    const int64_t *pn = nans ? PyArray_DATA(nans) : NULL;
     Py_BEGIN_ALLOW_THREADS
-    st = vdna_ranges_set_state(self->state, (int64_t)num_images, pa, pb);
+    st = vdna_ranges_set_state(self->state, (int64_t)num_images, pa, pb, pn);
     Py_END_ALLOW_THREADS
     release(self);
     Py_DECREF(mins);
     Py_DECREF(maxs);
+    Py_XDECREF(nans);
     if (st != VDNA_OK) return vdna_py_raise(st, ctx);
     Py_RETURN_NONE;
 }
@@ -707,7 +726,7 @@ static PyObject *ranges_set_state(AccumObject *self, PyObject *args, PyObject *k
 static PyMethodDef ranges_methods[] = {
     COMMON_METHODS,
     {"set_state", (PyCFunction)(void (*)(void))ranges_set_state, METH_VARARGS | METH_KEYWORDS,
-     "set_state(num_images, mins, maxs): replace the state (NaN for a neuron with no value)."},
+     "set_state(num_images, mins, maxs, nan_counts=None): replace the state (NaN for a neuron with no value)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -839,11 +839,22 @@ static void test_moments(void) {
     vdna_moments_state(m, &count, mean, m2);
     CHECK(count == 3);
     CHECK_CLOSE(m2[0], 26.0, 1e-13);
-    CHECK_OK(vdna_moments_set_state(b, count, mean, m2));
+    int64_t set_nans[2] = {4, 0}, got_nans[2] = {-1, -1};
+    CHECK_OK(vdna_moments_set_state(b, count, mean, m2, set_nans));
     CHECK_OK(vdna_moments_var(b, var));
     CHECK_CLOSE(var[0], 13.0, 1e-14);
+    vdna_moments_nan_counts(b, got_nans);
+    CHECK(got_nans[0] == 4 && got_nans[1] == 0);
     double neg[2] = {1, -1};
-    CHECK(vdna_moments_set_state(b, 3, mean, neg) == VDNA_ERR_ARG);
+    CHECK(vdna_moments_set_state(b, 3, mean, neg, NULL) == VDNA_ERR_ARG);
+    int64_t neg_nans[2] = {0, -2};
+    CHECK(vdna_moments_set_state(b, 3, mean, m2, neg_nans) == VDNA_ERR_ARG);
+    CHECK(strstr(vdna_last_error(), "neuron 1") != NULL);
+    vdna_moments_nan_counts(b, got_nans); /* a rejected state changes nothing */
+    CHECK(got_nans[0] == 4 && got_nans[1] == 0);
+    CHECK_OK(vdna_moments_set_state(b, count, mean, m2, NULL));
+    vdna_moments_nan_counts(b, got_nans);
+    CHECK(got_nans[0] == 0 && got_nans[1] == 0);
     /* large mean, small spread: 1e9 + {1, 2, 3} -> var 1 */
     double big[3] = {1e9 + 1, 1e9 + 2, 1e9 + 3};
     int64_t bs[2] = {3, 1};
@@ -911,7 +922,11 @@ static void test_cov(void) {
     vdna_cov_state(c, &count, mean, m2);
     CHECK(count == 4);
     CHECK_CLOSE(m2[1], 22.0, 1e-13);
-    CHECK_OK(vdna_cov_set_state(a, count, mean, m2));
+    int64_t cnans[2] = {0, 3}, cgot[2] = {-1, -1};
+    CHECK_OK(vdna_cov_set_state(a, count, mean, m2, cnans));
+    vdna_cov_nan_counts(a, cgot);
+    CHECK(cgot[0] == 0 && cgot[1] == 3);
+    CHECK_OK(vdna_cov_set_state(a, count, mean, m2, NULL));
     CHECK_OK(vdna_cov_update(a, &all));
     CHECK_OK(vdna_cov_update(c, &all));
     double ca[4], cc[4];
@@ -919,7 +934,7 @@ static void test_cov(void) {
     CHECK_OK(vdna_cov_cov(c, cc));
     for (int i = 0; i < 4; i++) CHECK_CLOSE(ca[i], cc[i], 1e-13);
     double asym[4] = {1, 2, 3, 1};
-    CHECK(vdna_cov_set_state(a, 4, mean, asym) == VDNA_ERR_ARG);
+    CHECK(vdna_cov_set_state(a, 4, mean, asym, NULL) == VDNA_ERR_ARG);
     /* large mean 1e8 with spread ~1: (1e8 + v) has the covariance of v */
     double big[8];
     for (int i = 0; i < 8; i++) big[i] = 1e8 + x[i];
@@ -964,13 +979,16 @@ static void test_ranges(void) {
     /* merge with a state set from values */
     CHECK_OK(vdna_ranges_create(&s, 3, VDNA_LAYOUT_TOKENS));
     double smin[3] = {-3, 0, NAN}, smax[3] = {4, 8, NAN};
-    CHECK_OK(vdna_ranges_set_state(s, 2, smin, smax));
+    int64_t snans[3] = {0, 2, 5};
+    CHECK_OK(vdna_ranges_set_state(s, 2, smin, smax, snans));
     CHECK_OK(vdna_ranges_merge(r, s));
+    vdna_ranges_nan_counts(r, nans);
+    CHECK(nans[0] == 1 && nans[1] == 2 && nans[2] == 11); /* merged NaN counts add */
     CHECK_OK(vdna_ranges_minmax(r, mins, maxs));
     CHECK(mins[0] == -3 && maxs[0] == 5 && maxs[1] == 8 && isnan(mins[2]));
     CHECK(vdna_ranges_num_images(r) == 4);
     double bad[3] = {5, 0, 0};
-    CHECK(vdna_ranges_set_state(s, 1, bad, smax) == VDNA_ERR_ARG);
+    CHECK(vdna_ranges_set_state(s, 1, bad, smax, NULL) == VDNA_ERR_ARG);
     CHECK(strstr(vdna_last_error(), "neuron 0") != NULL);
     /* channels layout, long runs (by-neuron path), float32 */
     enum { N = 2, C = 2, S = 100 };
