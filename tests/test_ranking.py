@@ -8,6 +8,7 @@ import torch
 import tiny_extractor
 import vdna
 from dna_factory import make_dna
+from reference_binning import reference_histogram
 from vdna.calibration import calibrate
 from vdna.procedural import write_image_set
 from vdna.ranking import layer_distances, metric_name, rank_images, rank_neurons
@@ -21,15 +22,6 @@ def emd_numpy(h1, h2):
     p = h1 / h1.sum(axis=-1, keepdims=True)
     q = h2 / h2.sum(axis=-1, keepdims=True)
     return np.abs(np.cumsum(p, axis=-1) - np.cumsum(q, axis=-1)).sum(axis=-1)
-
-
-def histogram_numpy(x, lo, hi, bins):
-    """DESIGN.md binning, written out: x (n_values, C) -> counts (C, bins)."""
-    lo, hi = 1.2 * lo, 1.2 * hi
-    centre, half = (lo + hi) / 2, (hi - lo) / 2 + 1e-8
-    z = np.clip((x - centre) / half, -1.0, 1.0)
-    idx = np.minimum(bins - 1, np.floor((z + 1) * bins / 2).astype(np.int64))
-    return np.stack([np.bincount(idx[:, c], minlength=bins) for c in range(x.shape[1])])
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +74,8 @@ def test_histogram_ranking_matches_numpy(setup):
         per_neuron = []
         for layer, a in acts.items():
             lo, hi = setup["ranges"].data[layer]["min"], setup["ranges"].data[layer]["max"]
-            x = a[i].reshape(a.shape[1], -1).T
-            per_neuron.append(emd_numpy(ref.data[layer].astype(np.float64), histogram_numpy(x, lo, hi, BINS)))
+            counts, _ = reference_histogram(a[i:i + 1], lo, hi, BINS)
+            per_neuron.append(emd_numpy(ref.data[layer].astype(np.float64), counts.astype(np.float64)))
         expected[name] = np.concatenate(per_neuron).mean()
     for name, d in ranking:
         # activations computed here may differ from the backend's in the last float32 bit; a value moving
