@@ -211,9 +211,14 @@ def test_clip_attention_matches_torch_multihead_attention():
         for p in ref.parameters():
             p.copy_(torch.randn_like(p) * 0.2)
     ours.load_state_dict(ref.state_dict())
-    x = torch.randn(2, 5, 64)
+    # Compared in float64: the two modules order their float32 reductions differently and CPUs (AVX2,
+    # AVX-512, NEON) block them differently, so float32 agreement is only ~K*eps32*|terms| ~ 64 * 6e-8 * 1
+    # ~ 4e-6, machine-dependent. In float64 the same bound is 64 * 1.1e-16 * O(10) ~ 1e-13; 1e-10 leaves
+    # room for softmax/exp differences while any wrong head split, scaling or projection shows as O(0.1).
+    ours, ref = ours.double(), ref.double()
+    x = torch.randn(2, 5, 64, dtype=torch.float64)
     expected = ref(x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1), need_weights=False)[0].transpose(0, 1)
-    torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours(x), expected, rtol=1e-10, atol=1e-10)
 
 
 def test_extractor_is_frozen_and_in_eval_mode(rand_ext):

@@ -233,9 +233,16 @@ def test_rand_resnet50_shipped_ranges_cover_a_calibration_subset(proc):
                          device="cpu", verbose=False, backend="eager", batch_size=3)
     shipped = vdna.ActivationRanges.from_json_file(Path(vdna.__file__).parent / "data" /
                                                    "rand_resnet50_activation_ranges.json")
+    # Not exact across machines: the shipped file was calibrated on one CPU, and float32 convolutions run
+    # different SIMD kernels (AVX2 / AVX-512 / NEON) that sum their up-to-4608-term reductions in different
+    # orders. The per-layer difference is ~sqrt(K)*eps32 ~ 70 * 6e-8 ~ 4e-6 relative and compounds over the
+    # ~50 layers, so the slack is 1e-3 of the layer's largest |range| (measured excess: ~1e-6 relative).
+    # A set outside the calibration set exceeds the ranges by whole percent, which this still catches.
     for layer in sub.neurons_list:
         mins, maxs = shipped[layer]
-        assert np.all(sub.data[layer]["min"] >= mins) and np.all(sub.data[layer]["max"] <= maxs)
+        slack = 1e-3 * max(np.abs(mins).max(), np.abs(maxs).max())
+        assert np.all(sub.data[layer]["min"] >= mins - slack), layer
+        assert np.all(sub.data[layer]["max"] <= maxs + slack), layer
     # and a histogram DNA with the default offline extractor works out of the box
     h = proc.make_vdna(subset[:2], feat_extractor_name="rand_resnet50", distribution_name="histogram-100",
                        device="cpu", verbose=False, backend="eager")
