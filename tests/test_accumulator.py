@@ -74,6 +74,9 @@ def test_gaussian_matches_numpy(rng):
     allx = concat(batches)
     for layer in NEURONS:
         m = per_image_means(allx[layer], LAYOUTS[layer])
+        # float64 accumulation vs NumPy's float64 pairwise mean of the same values: both within n*eps64 ~ 1e-12
+        # relative (n <= 10^4 values); the variance/covariance lose a further digit to cancellation (atol at eps64
+        # times the matrix scale for entries near zero).
         np.testing.assert_allclose(v.data[layer]["mu"], m.mean(0), rtol=1e-12)
         np.testing.assert_allclose(v.data[layer]["var"], m.var(0, ddof=1), rtol=1e-12)
 
@@ -112,6 +115,7 @@ def test_rank2_channels_is_one_sample_per_image(rng):
     x = rng.normal(size=(6, 3))
     acc.update({"fc": x})
     v = acc.compute()
+    # 6 float64 values: <= 6 * eps64 relative plus cancellation; 1e-12 (see above).
     np.testing.assert_allclose(v.data["fc"]["var"], x.var(0, ddof=1), rtol=1e-12)
 
 
@@ -135,6 +139,7 @@ def test_merge_of_two_accumulations_equals_one_accumulation(rng, kind):
                 if kind == "activation-ranges":
                     np.testing.assert_array_equal(merged.data[layer][key], value)
                 else:
+                    # Merging float64 states reorders float64 sums only: <= n*eps64 ~ 1e-12 relative (atol for zero entries).
                     np.testing.assert_allclose(merged.data[layer][key], value, rtol=1e-12, atol=1e-15)
 
 
@@ -188,6 +193,8 @@ def test_dtypes_and_non_contiguous_inputs_agree(rng):
         xd = {l: v.astype(dtype) for l, v in x.items()}
         got = accumulate("gaussian", [xd]).compute()
         want = accumulate("gaussian", [{l: v.astype(dtype).astype(np.float64) for l, v in x.items()}]).compute()
+        # Widening to float64 is exact, so both sides sum identical float64 values; only the order may differ:
+        # <= n*eps64 ~ 1e-12.
         np.testing.assert_allclose(got.data["tok"]["mu"], want.data["tok"]["mu"], rtol=1e-12)
 
 

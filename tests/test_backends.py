@@ -180,6 +180,10 @@ def test_device_accumulation_matches_numpy_reference(backends, scenario, which):
         if spec.layer == "pix":
             continue  # NaN/Inf make its moments NaN; checked separately below
         m = per_image_means(a, spec.layout)
+        # float64 accumulation of <= 10^4 values (activations are exact float32 values widened): Welford/pairwise
+        # sums err by <= n*eps64 ~ 1e4 * 1.1e-16 ~ 1e-12 relative of the sum of |terms|; the variance and the
+        # covariance lose one further digit to cancellation (mean subtraction), hence 1e-11 with an absolute floor
+        # at eps64-scale for entries near zero. Identical on every CPU: no float32 step differs between them.
         np.testing.assert_allclose(st.moments[1], m.mean(0), rtol=1e-12)
         np.testing.assert_allclose(st.moments[2], ((m - m.mean(0)) ** 2).sum(0), rtol=1e-12)
         np.testing.assert_allclose(st.cov[1], m.mean(0), rtol=1e-12)
@@ -206,6 +210,7 @@ def test_libtorch_and_eager_device_states_identical(backends, scenario):
         np.testing.assert_array_equal(a.ranges[2], b.ranges[2])
         for x, y in ((a.moments, b.moments), (a.cov, b.cov)):
             assert x[0] == y[0]
+            # Same float64 inputs in another merge order: <= n*eps64 ~ 1e-12 relative (see above).
             np.testing.assert_allclose(x[1], y[1], rtol=1e-12)
             np.testing.assert_allclose(x[2], y[2], rtol=1e-12)
 
@@ -219,6 +224,8 @@ def test_device_state_independent_of_batching(backends):
     split = run_device(lt, specs, [x[:1], x[1:4], x[4:]])
     for spec in specs:
         np.testing.assert_array_equal(one[spec.layer].hist_counts, split[spec.layer].hist_counts)
+        # Splitting into batches only changes the float64 merge order (Chan et al. update): <= n*eps64 ~ 1e-12,
+        # one digit more for the covariance's cancellation (see the first moments test above).
         np.testing.assert_allclose(one[spec.layer].moments[2], split[spec.layer].moments[2], rtol=1e-12)
         np.testing.assert_allclose(one[spec.layer].cov[2], split[spec.layer].cov[2], rtol=1e-11, atol=1e-12)
 
@@ -243,6 +250,10 @@ def test_covariance_stable_with_large_mean(shim_dirs, which):
     states = run_device(backend, [LayerSpec("f", "channels", 3, cov=True, moments=True)], batches)
     f = np.concatenate([x.double().mean((2, 3)).numpy() / 255.0 + 1e8 for x in batches])
     st = states["f"]
+    # Values ~1e8 with spread ~1: the activations are float32 (eps32 * 1e8 = 6: rounded to multiples of 8),
+    # so the reference is computed from the same float32-rounded means; what remains is float64 cancellation
+    # in the centred sums: 1e8 * eps64 / var ~ 1e8 * 1.1e-16 / 0.08 ~ 1.4e-7 relative per term, hence 1e-6.
+    # A naive E[x^2] - E[x]^2 loses everything here (1e16 * eps64 ~ 1).
     np.testing.assert_allclose(st.cov[2] / 14, np.cov(f - 1e8, rowvar=False), rtol=1e-6)
     np.testing.assert_allclose(st.moments[2] / 14, np.var(f - 1e8, axis=0, ddof=1), rtol=1e-6)
     backend.close()
@@ -365,6 +376,9 @@ def test_bf16_forward_is_an_option(shim_dirs, which):
     got, ref = b16.forward(x), b32.forward(x)
     a, r = np.asarray(got["conv1"]), ref["conv1"].numpy()
     assert a.dtype == np.float32  # bfloat16 is widened for the core
+    # bfloat16 keeps 8 significant bits (eps = 2^-8 = 0.0039) for inputs, weights and the 27-term conv
+    # reduction's partial results: ~sqrt(27) * 0.0039 ~ 2% of the output scale, so 5%; a missing cast or
+    # missing normalisation is off by O(1).
     np.testing.assert_allclose(a, r, atol=0.05 * np.abs(r).max())
     assert not np.array_equal(a, r)  # the option really changed the precision
     b16.close()

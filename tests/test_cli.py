@@ -89,6 +89,9 @@ def test_calibrate_matches_activation_extremes(data):
     for layer, a in acts.items():
         mins = np.array([ranges["mins_per_neuron"][layer][str(i)] for i in range(a.shape[1])])
         maxs = np.array([ranges["maxs_per_neuron"][layer][str(i)] for i in range(a.shape[1])])
+        # Both sides run the same float32 forward on the same machine; batch composition may change the conv
+        # algorithm (summation order), ~sqrt(27)*eps32 ~ 3e-7 relative of the sum of |terms| for this 3x3x3 conv,
+        # so 1e-5 relative (atol for values near 0); a wrong layer or a missed position is off by O(0.1).
         # float32 activations: the eager backend and this forward may differ in the last bits
         np.testing.assert_allclose(mins, a.min(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(maxs, a.max(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
@@ -110,6 +113,8 @@ def test_make_gaussian_matches_numpy(data, capsys):
     v = vdna.load_vdna_from_files(out)
     for layer, a in tiny_activations(data / "base").items():
         per_image = a.mean(axis=(2, 3))
+        # Same float32 forward difference as in the ranges test (~3e-7 relative per activation); the variance of
+        # 6 per-image means amplifies it by mean^2/var (~10-100x here), hence 1e-4 there.
         np.testing.assert_allclose(v.data[layer]["mu"], per_image.mean(axis=0), rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(v.data[layer]["var"], per_image.var(axis=0, ddof=1), rtol=1e-4, atol=1e-8)
 
@@ -234,6 +239,7 @@ def test_compare_selection_neuron_wise_and_weights(data, tmp_path, capsys):
     np.save(tmp_path / "w.npy", w)
     r = json.loads(in_process(capsys, "compare", A, B, "--weights", tmp_path / "w.npy", "--json")[1])
     flat = np.concatenate([expected["conv1"], expected["conv2"]])
+    # float64 weighted sum of per-neuron EMDs in two orders: <= n*eps64 ~ 1e-14 relative.
     np.testing.assert_allclose(r["distance"], np.dot(w, flat), rtol=1e-12)
     assert r["weighted"] is True
     (tmp_path / "w.json").write_text(json.dumps({"conv1": w[:4].tolist(), "conv2": w[4:].tolist()}))
@@ -342,6 +348,7 @@ def test_rank_end_to_end(data, capsys):
     assert in_process(capsys, "make", data / one, "-o", data / "dnas" / "one", "--distribution", "histogram-20",
                       "--ranges", data / "ranges.json", *TINY)[0] == 0
     single = vdna.load_vdna_from_files(data / "dnas" / "one")
+    # The CSV holds repr() of a float64 (round-trips exactly); the tolerance only covers summation order.
     assert float(rows[-1]["EMD"]) == pytest.approx(float(vdna.EMD(reference, single)), rel=1e-12)
 
 

@@ -363,6 +363,8 @@ def test_moments_match_numpy(layout, shape, dtype):
     m.update(x[:2])
     m.update(x[2:])
     means = image_means(x, layout)
+    # float64 reductions of <= 10^3 exact (widened) values in two orders: <= n*eps64 ~ 1e-13 relative;
+    # the variance loses a further digit to cancellation (values ~1, so atol at 1e-13..1e-12 for zeros).
     np.testing.assert_allclose(m.mean, means.mean(axis=0), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(m.var, means.var(axis=0, ddof=1), rtol=1e-11, atol=1e-13)
     count, mean, m2 = m.state()
@@ -380,6 +382,9 @@ def test_moments_one_image_large_mean_nan_and_state():
     # mean 1e9, spread 1: the per-image variance survives
     g = _core.MomentAccumulator(1)
     g.update(1e9 + np.arange(5.0).reshape(5, 1))
+    # Shifted (first-image) accumulation keeps the spread: deviations 0..4 are exact, so the result is exact
+    # but for the mean update's rounding (1e9 * eps64 = 1.1e-7 absolute on the mean, squared away); a naive
+    # sum of squares loses everything (1e18 * eps64 = 111 >> 2.5). 1e-9 is far from both.
     np.testing.assert_allclose(g.var, [2.5], rtol=1e-9)
     # NaN propagates and is counted
     g.update(np.array([[np.nan]]))
@@ -406,6 +411,9 @@ def test_moments_merge_equals_sequential(n, cut, seed):
     b.update(x[cut:])
     a.merge(b)
     s.update(x)
+    # Merge vs sequential: the same float64 values in two summation orders, mean ~100 with spread 5 over <= 10
+    # images: <= n*eps64 ~ 1e-15 relative for the mean; the variance (spread^2 / mean^2 ~ 1/400 of the squared
+    # scale) loses ~3 digits to cancellation, hence 1e-9 there.
     np.testing.assert_allclose(a.mean, s.mean, rtol=1e-13)
     if n > 1:
         np.testing.assert_allclose(a.var, s.var, rtol=1e-9, atol=1e-12)
@@ -421,6 +429,9 @@ def test_cov_matches_numpy(layout, shape):
     c.update(x[4:])
     means = image_means(x, layout)
     np.testing.assert_allclose(c.mean, means.mean(axis=0), rtol=1e-12, atol=1e-13)
+    # np.cov goes through BLAS (CPU-dependent blocking) and the core through its own loop: each within
+    # n*eps64 ~ 1e-14 relative of the sum of |products|; off-diagonal entries near 0 are relative to the
+    # matrix scale (~1), hence the generous 1e-10 / 1e-12 pair.
     np.testing.assert_allclose(c.cov, np.cov(means, rowvar=False), rtol=1e-10, atol=1e-12)
     assert np.array_equal(c.cov, c.cov.T)
 
@@ -433,7 +444,12 @@ def test_cov_large_mean_small_spread():
     c = _core.CovAccumulator(8)
     for part in np.array_split(x, 7):
         c.update(part)
+    # Mean 1e6, spread 1: the inputs x = 1e6 + y are rounded to 1e6*eps64 ~ 1.2e-10, so x - mean differs from
+    # y by ~1e-10 per value; products and the 2000-term sum keep that at ~1e-10 * sqrt(2000) ~ 5e-9 absolute.
+    # atol 1e-7 (entries ~1) is met by a shifted algorithm and missed by E[x^2]-E[x]^2 (1e12 * eps64 ~ 1e-4).
     np.testing.assert_allclose(c.cov, np.cov(y, rowvar=False), rtol=0, atol=1e-7)
+    # Means ~1e6: NumPy's pairwise sum errs by ~log2(n)*eps64 ~ 11 * 1.1e-16 ~ 1.2e-15 relative, the core's
+    # shifted sum less; 1e-14 leaves a factor 8.
     np.testing.assert_allclose(c.mean, x.mean(axis=0), rtol=1e-14)
 
 
@@ -444,6 +460,9 @@ def test_cov_merge_with_different_shifts_and_state():
     a.update(x[:15])
     b.update(x[15:])  # first images differ -> different shifts
     b.merge(a)
+    # One column has mean 1e5: its inputs are rounded to 1e5*eps64 ~ 1e-11 absolute, so centred values and
+    # their 40-term products carry ~1e-11 * sqrt(40) relative to spread 1; 1e-9 absolute/relative covers the
+    # merge of differently shifted states, which must not lose more than that.
     np.testing.assert_allclose(b.cov, np.cov(x, rowvar=False), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(b.mean, x.mean(axis=0), rtol=1e-14)
     count, mean, m2 = b.state()

@@ -17,6 +17,10 @@ from vdna import EMD, FD, NFD, distances_to
 
 from dna_factory import NEURONS, make_dna
 
+# EMD/NFD per neuron are sums of <= 1000 float64 terms computed by the core and by NumPy in different
+# orders: <= B*eps64 ~ 1e-13 relative; averaging over neurons adds n*eps64 of the mean. 1e-12 keeps a
+# margin over rounding on every CPU (no float32 step, no CPU-dependent kernel) and catches any wrong bin,
+# weight or selection, which changes the value at the 1e-3 level or more.
 RTOL = 1e-12
 
 
@@ -144,6 +148,9 @@ def test_nfd_on_layer_gaussian_uses_the_covariance_diagonal(rng):
 def test_fd_against_scipy_sqrtm(rng):
     a, b = make_dna("layer-gaussian", rng), make_dna("layer-gaussian", rng)
     per_layer = {l: fd_ref(a.data[l]["mu"], a.data[l]["sigma"], b.data[l]["mu"], b.data[l]["sigma"]) for l in NEURONS}
+    # FD against SciPy's sqrtm on small well-conditioned covariances (condition number < 1e3 in dna_factory):
+    # sqrtm's Schur route is accurate to ~cond * d * eps64 ~ 1e3 * 8 * 1.1e-16 ~ 1e-12 relative of the trace;
+    # the FD is a difference of traces ~10x smaller than them, so 1e-9 relative is the derived bound with margin.
     np.testing.assert_allclose(FD(a, b), np.mean(list(per_layer.values())), rtol=1e-9)
     np.testing.assert_allclose(FD(a, b, use_neurons_from_layer="block_1"), per_layer["block_1"], rtol=1e-9)
     w = np.array([0.25, 3.0])
@@ -158,6 +165,7 @@ def test_fd_single_neuron_and_neuron_wise_are_1d_frechet(rng):
     l = "block_1"
     per = nfd_ref(a.data[l]["mu"], np.diag(a.data[l]["sigma"]), b.data[l]["mu"], np.diag(b.data[l]["sigma"]))
     one = fd_ref(a.data[l]["mu"][3:4], a.data[l]["sigma"][3:4, 3:4], b.data[l]["mu"][3:4], b.data[l]["sigma"][3:4, 3:4])
+    # 1-D Fréchet distances are closed forms (a few float64 ops): a few ulp, 1e-12 is the RTOL above.
     np.testing.assert_allclose(FD(a, b, use_neurons_from_layer=l, use_neuron_index=3), one, rtol=1e-12)
     np.testing.assert_allclose(FD(a, b, return_neuron_wise=True)[l], per, rtol=1e-12)
 

@@ -47,6 +47,7 @@ def test_neuron_histograms_draw_normalised_counts(pair, tmp_path):
     lines = ax.get_lines()
     assert [l.get_label() for l in lines] == ["ref", "other"]
     expected = a.data["block_1"][2] / a.data["block_1"][2].sum()
+    # Plotted values are float64 normalisations of integer counts (one division each): a few ulp; 1e-12.
     np.testing.assert_allclose(lines[0].get_ydata(), expected, rtol=1e-12)
     centres = -1 + (np.arange(16) + 0.5) / 8
     np.testing.assert_allclose(lines[0].get_xdata(), centres, rtol=1e-12)
@@ -71,6 +72,8 @@ def test_layer_distances_bars_and_labels(pair, tmp_path):
     heights = [p.get_height() for p in ax.patches]
     expected_b = [emd_numpy(a.data[l], b.data[l]).mean() for l in a.neurons_list]
     expected_c = [emd_numpy(a.data[l], c.data[l]).mean() for l in a.neurons_list]
+    # float64 sums of <= 1000 terms in another order: <= n*eps64 ~ 1e-13 relative; 1e-10 (matplotlib may
+    # store bar geometry as bottom+height and subtract back).
     np.testing.assert_allclose(heights, expected_b + expected_c, rtol=1e-10)
 
 
@@ -92,6 +95,8 @@ def test_gaussian_dnas_plot_as_densities(tmp_path):
     line = fig.axes[0].get_lines()[0]
     x, y = line.get_xdata(), line.get_ydata()
     mu, var = a.data["conv.a"]["mu"][1], a.data["conv.a"]["var"][1]
+    # The same closed form evaluated by two float64 expressions: exp amplifies the argument's relative
+    # error by |argument| (<= ~20 on the plotted range), ~20 * 4 ulp ~ 2e-14; 1e-10 with margin.
     np.testing.assert_allclose(y, np.exp(-0.5 * (x - mu) ** 2 / var) / np.sqrt(2 * np.pi * var), rtol=1e-10)
     assert "NFD" in fig.axes[0].get_title()
     lg = make_dna("layer-gaussian", rng), make_dna("layer-gaussian", rng)
@@ -147,6 +152,7 @@ def test_fine_histograms_are_grouped_for_display():
     line = fig.axes[0].get_lines()[0]
     counts = a.data["conv.a"][2].astype(np.float64)
     groups = np.add.reduceat(counts, np.arange(0, 250, 3))  # ceil(250 / 100) = 3 bins per group
+    # Integer counts summed exactly, one float64 division: <= 1 ulp; 1e-12 covers summation order of floats.
     np.testing.assert_allclose(line.get_ydata(), groups / counts.sum(), rtol=1e-12)
     centres = -1 + (np.arange(250) + 0.5) / 125
     np.testing.assert_allclose(line.get_xdata()[:2], [centres[:3].mean(), centres[3:6].mean()], rtol=1e-12)
@@ -208,6 +214,7 @@ def test_summary_of_gaussians_shows_neuron_means_and_variances():
     assert "mean" in ax_mu.get_ylabel() and "variance" in ax_var.get_ylabel() and ax_var.get_xlabel() == "layer"
     mu, var = _medians(ax_mu), _medians(ax_var)
     for layer in v.neurons_list:
+        # A median picks (or averages two of) the stored float64 values: exact up to one rounding.
         assert mu[f"median mean {layer}"] == pytest.approx(np.nanmedian(v.data[layer]["mu"]), rel=1e-12)
         assert var[f"median variance {layer}"] == pytest.approx(np.median(v.data[layer]["var"]), rel=1e-12)
     assert ax_var.get_yscale() == "linear"  # variances within [0.1, 2]: no log axis needed

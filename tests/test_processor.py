@@ -126,6 +126,8 @@ def test_device_accumulation_path_equals_host_accumulation(proc, images, tiny_ra
         h, d = host.data[layer], dev.data[layer]
         if isinstance(h, dict):
             for k in h:
+                # Device vs host accumulation: the same float32 activations reduced in float64 in other orders (torch vs the
+                # core): <= n*eps64 ~ 1e-12 relative, one digit more for the covariance's cancellation.
                 np.testing.assert_allclose(d[k], h[k], rtol=1e-11, atol=1e-13)
         else:
             np.testing.assert_array_equal(d, h)
@@ -152,6 +154,9 @@ def test_stream_accepts_float_tensors_in_unit_range(proc, images):
     s2.update(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0)
     a, b = s1.compute(), s2.compute()
     for layer in a.data:
+        # uint8 -> float32 / 255 -> * 255 is not the identity in float32 (<= 1 ulp per pixel, 6e-8 relative);
+        # the error passes through a 27-term float32 conv (sqrt(27)*eps32 ~ 3e-7) and a few layers: 1e-5 relative
+        # on per-neuron means is generous; feeding 0..1 floats unscaled would be off by x255.
         np.testing.assert_allclose(b.data[layer]["mu"], a.data[layer]["mu"], rtol=1e-5)
 
 
@@ -263,6 +268,9 @@ def test_re_registering_an_extractor_is_seen_by_an_existing_processor(proc, imag
     b = make(proc, images, distribution_name="gaussian", feat_extractor_name="tiny_rereg")
     layer = next(iter(a.data))
     np.testing.assert_allclose(a.data[layer]["mu"], before.data[layer]["mu"])
+    # x2 is exact in binary floating point, so this is exact unless torch picks another conv algorithm for the
+    # wrapped module (another float32 summation order, ~sqrt(K)*eps32 ~ 3e-7 relative for K=27); an
+    # extractor that was not replaced gives exactly 1x, a factor 2 off.
     np.testing.assert_allclose(b.data[layer]["mu"], 2 * a.data[layer]["mu"], rtol=1e-6)
 
 

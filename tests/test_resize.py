@@ -89,6 +89,8 @@ def test_clean_resize_hand_worked_values():
     want = np.array([2550 / 121, 28305 / 121])
     for c in range(3):
         for r in range(2):
+            # The resize runs in float32 (eps32 * 255 = 1.5e-5 per op, 4 taps + normalisation): ~1e-4 absolute on
+            # 0..255 values; the hand-worked fractions differ from neighbouring wrong kernels by > 0.1.
             np.testing.assert_allclose(got[c, r], want, rtol=0, atol=1e-4)
 
 
@@ -99,6 +101,7 @@ def test_clean_resize_clips_overshoot_and_keeps_fractions():
     unclipped = _model_resize(rgb[:, :, 0], 4, 12)
     assert unclipped.min() < -1 and unclipped.max() > 256  # bicubic rings at the step
     assert got.min() == 0 and got.max() == 255
+    # float32 resize against the float64 model: ~taps * eps32 * 255 ~ 1e-4; 1e-3 leaves margin on 0..255.
     np.testing.assert_allclose(got[0], np.clip(unclipped, 0, 255), atol=1e-3)
     assert np.any(got % 1 != 0)  # not re-quantised to integers
 
@@ -211,5 +214,6 @@ def test_array_to_rgb_then_resize_float_unit_scale():
     rng = np.random.default_rng(8)
     u8 = (rng.random((12, 12, 3)) * 255).astype(np.uint8)
     np.testing.assert_allclose(
+        # u8/255*255 is within 1 ulp of u8 in float64, then the same float32 resize: ~1e-4 absolute as above.
         resize_image(array_to_rgb(u8 / 255.0), (5, 5)), resize_image(u8, (5, 5)), rtol=0, atol=1e-4
     )

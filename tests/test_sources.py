@@ -290,6 +290,7 @@ def test_arrays_match_the_same_image_read_from_png(tmp_path, kind):
         np.testing.assert_array_equal(from_array, from_file)
     for crop in ("center", "random"):
         np.testing.assert_allclose(
+            # Same bound as above: k/255*255 vs k through the float32 resize, ~1e-4 on 0..255.
             _batch_of([arr], crop_to_square=crop, seed=4), _batch_of(png, crop_to_square=crop, seed=4), atol=1e-3
         )
 
@@ -297,10 +298,12 @@ def test_arrays_match_the_same_image_read_from_png(tmp_path, kind):
 def test_float_unit_images_do_not_turn_black():
     img = np.random.default_rng(0).random((16, 16, 3))  # [0, 1)
     batch = _batch_of([img], size=(16, 16))
+    # Identity-size resize of float pixels: only float32 rounding of x*255 (eps32 * 255 ~ 1.5e-5).
     np.testing.assert_allclose(batch[0], (img * 255).transpose(2, 0, 1), rtol=0, atol=1e-3)
     assert batch.mean() > 100
     # the documented rule: max <= 1 means [0, 1]; max in (1, 255] is used as is
     np.testing.assert_allclose(array_to_rgb(np.full((2, 2), 1.0)), 255.0)
+    # 1.0*255 and 1.5 are exact in float32: default tolerances only guard the dtype round trip.
     np.testing.assert_allclose(array_to_rgb(np.full((2, 2), 1.5)), 1.5)
 
 
@@ -337,6 +340,8 @@ def test_pil_modes_are_converted_sensibly(tmp_path):
     with Image.open(p16) as check:
         assert check.mode.startswith("I")
     got = _batch_of(p16, size)[0]
+    # 16-bit -> 8-bit scale 1/257 applied in float32: eps32 * 255 ~ 1.5e-5 absolute; 1e-3 with margin,
+    # while the wrong divisor (256) is off by up to 1.0.
     np.testing.assert_allclose(got, np.broadcast_to(g16 / 257.0, (3,) + g16.shape), rtol=0, atol=1e-3)
 
     pal = Image.fromarray(_image(3, 6, 5)).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
