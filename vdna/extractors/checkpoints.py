@@ -77,7 +77,7 @@ def resolve_weights(
                 f"extractor_weights=<path>"
             )
         return dest
-    what = f"the weights of '{extractor_name}'"
+    what = f"the checkpoint of '{extractor_name}'"
     if hub_file is not None:
         from ..hub import fetch_hub_file
 
