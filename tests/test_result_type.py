@@ -93,6 +93,7 @@ def test_torch_results_hold_the_numpy_values(result_type, pairs, monkeypatch, ho
         _assert_torch_equals(call(), expected[name], name)
     # 0.1.1 code: neuron-wise results concatenated with torch.cat, scalars used with .item()
     h = pairs["histogram-20"]
+    assert torch.equal(EMD(vdna2=h[1], vdna1=h[0]), EMD(*h))  # keywords work too
     per_neuron = torch.cat(list(EMD(*h, return_neuron_wise=True).values()))
     assert per_neuron.shape == (8,)
     assert EMD(*h).item() == pytest.approx(float(expected["EMD"]), abs=0)

@@ -172,7 +172,11 @@ def fetch_hub_file(
             f"the file was discarded (nothing written to {dest})"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(got, dest)
+    try:
+        os.replace(got, dest)
+    except FileNotFoundError:
+        if not dest.is_file():  # else another process sharing the staging folder moved it first
+            raise
     shutil.rmtree(staging, ignore_errors=True)
     return dest
 

@@ -12,6 +12,7 @@ for a block of code).
 """
 import contextlib
 import functools
+import inspect
 import os
 import threading
 from typing import Optional
@@ -91,11 +92,14 @@ def returns_result(fn):
     """Decorator for a distance function (device of its first argument) or a DNA accessor method
     (device of ``self``): converts the NumPy result to torch when the result type is ``"torch"``."""
 
+    first = next(iter(inspect.signature(fn).parameters))  # "self" or "vdna1": may be passed by keyword
+
     @functools.wraps(fn)
-    def wrapper(dna, *args, **kwargs):
-        out = fn(dna, *args, **kwargs)
+    def wrapper(*args, **kwargs):
+        out = fn(*args, **kwargs)
         if getattr(_local, "numpy", False) or get_result_type() == "numpy":
             return out
+        dna = args[0] if args else kwargs.get(first)
         return to_torch(out, _device(getattr(dna, "device", "cpu")))
 
     return wrapper
