@@ -453,3 +453,15 @@ def test_demo_small(tmp_path):
     assert f"{float(vdna.EMD(base, close)):8.3f}" in p.stdout
     for name in ("layer_distances", "top_neurons", "neuron_histograms", "ranking_grid"):
         assert (tmp_path / "demo" / "plots" / f"{name}.png").stat().st_size > 5000
+
+
+def test_make_offline_flag_names_the_file_to_place(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("VDNA_OFFLINE", raising=False)  # --offline alone must keep the network off
+    monkeypatch.setenv("VDNA_HOME", str(tmp_path / "home"))
+    args = ("make", data / "base", "-o", tmp_path / "x", "--extractor", "dino_vit_base", "--backend", "eager", "-q")
+    code, _, err = in_process(capsys, *args, "--offline")
+    line = error_line(err)
+    assert code == 1 and "--offline" in line and "dino_vitbase16_pretrain.pth" in line
+    assert f"place it at {tmp_path / 'home' / 'weights' / 'dino_vit_base'}" in line
+    code, _, err = in_process(capsys, *args, "--offline", "--allow-download")
+    assert code == 1 and "contradict" in error_line(err)

@@ -1,5 +1,6 @@
 """Weights and activation ranges: generated rand_resnet50 weights, checkpoints in each publisher's
 layout, resolution (explicit path, cache, refused download) and the errors that say what to do."""
+import dataclasses
 import json
 import math
 import urllib.request
@@ -20,10 +21,12 @@ RAND_RESNET50_SHA256 = "3031f3ffeaf4c85abc3051b0edbe40dca8a74bcf123f76f30f305927
 
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
-    """An empty cache in tmp_path, downloads not allowed, and any network access fails the test."""
+    """An empty cache in tmp_path, network access off (VDNA_OFFLINE=1), messages naming the real hub,
+    and any network access fails the test."""
     home = tmp_path / "vdna_home"
     monkeypatch.setenv("VDNA_HOME", str(home))
-    monkeypatch.delenv("VDNA_ALLOW_DOWNLOAD", raising=False)
+    monkeypatch.setenv("VDNA_OFFLINE", "1")
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
 
     def no_network(*args, **kwargs):
         pytest.fail(f"network access attempted: {args}")
@@ -47,8 +50,7 @@ def _tiny_vit(monkeypatch, name):
     from vdna.extractors.vit import ViTFeatures
 
     real = ZOO[name]
-    tiny = ZooEntry(real.info, lambda: ViTFeatures(32, 2, 2, patch=16, image_size=224), real.convert,
-                    real.file_name, real.url, real.sha256, real.hub_ranges)
+    tiny = dataclasses.replace(real, build=lambda: ViTFeatures(32, 2, 2, patch=16, image_size=224))
     monkeypatch.setitem(ZOO, name, tiny)
 
 
@@ -245,21 +247,23 @@ def test_clip_torchscript_archive_fp16(offline, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- errors
 
-def test_missing_checkpoint_names_cache_path_and_how_to_allow(offline):
+def test_missing_checkpoint_names_cache_path_and_url_when_offline(offline):
     with pytest.raises(MissingWeightsError) as info:
         get_extractor("dino_vit_base")
     msg = str(info.value)
     assert str(offline / "weights" / "dino_vit_base" / "dino_vitbase16_pretrain.pth") in msg
-    assert "VDNA_ALLOW_DOWNLOAD=1" in msg and "allow_download=True" in msg
+    assert "VDNA_OFFLINE is set" in msg and "place it at" in msg and "extractor_weights=<path>" in msg
     assert "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth" in msg
     with pytest.raises(MissingWeightsError, match="not found"):
         get_extractor("vgg16", extractor_weights=offline / "nope.pth")
 
 
-def test_download_refused_explicitly_even_with_env(offline, monkeypatch):
-    monkeypatch.setenv("VDNA_ALLOW_DOWNLOAD", "1")
-    with pytest.raises(MissingWeightsError):
+def test_download_refused_explicitly_even_without_offline_env(offline, monkeypatch):
+    monkeypatch.delenv("VDNA_OFFLINE")
+    with pytest.raises(MissingWeightsError, match="allow_download=False"):
         get_extractor("inception", allow_download=False)
+    with pytest.raises(MissingWeightsError, match="Mugs/mugs_vit_base/weights.pth.*allow_download=False"):
+        get_extractor("mugs_vit_base", allow_download=False)
 
 
 def test_wrong_checkpoint_is_rejected_with_file_name(offline, tmp_path, monkeypatch):
@@ -306,7 +310,7 @@ def test_pretrained_ranges_explicit_cache_and_missing(offline, tmp_path, monkeyp
     cached = hub_cache_path("bramtoula/visual-dna-models", "Mugs/mugs_vit_base/activation_ranges.json")
     with pytest.raises(MissingRangesError) as err:
         ext.activation_ranges()
-    assert str(cached) in str(err.value) and "VDNA_ALLOW_DOWNLOAD=1" in str(err.value)
+    assert str(cached) in str(err.value) and "VDNA_OFFLINE is set" in str(err.value)
     assert "huggingface.co/bramtoula/visual-dna-models/resolve/main/Mugs/mugs_vit_base/activation_ranges.json" \
         in str(err.value)
     cached.parent.mkdir(parents=True)

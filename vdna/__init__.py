@@ -8,6 +8,7 @@ from .distances import EMD, FD, NFD, distances_to
 from .dna import VDNA, get_vdna
 from .files import load_vdna_from_files
 from .ranges import ActivationRanges
+from .results import get_result_type, set_result_type
 from .version import __version__
 
 _LAZY = {
@@ -31,6 +32,8 @@ __all__ = [
     "VDNAProcessor",
     "calibrate",
     "rank_images",
+    "set_result_type",
+    "get_result_type",
     "__version__",
 ]
 

@@ -72,8 +72,18 @@ def _add_build_options(p: argparse.ArgumentParser, extractor=True, distribution=
                        help="activation ranges file (reference JSON format) for histograms; "
                             "default: the extractor's shipped or cached ranges")
     g.add_argument("--allow-download", action="store_true",
-                   help="allow downloading missing weights or ranges (checksummed)")
+                   help="download missing weights or ranges even when VDNA_OFFLINE is set (default: download on "
+                        "first use unless VDNA_OFFLINE=1)")
+    g.add_argument("--offline", action="store_true",
+                   help="never download: fail with the exact file to place where instead")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _allow_download(args):
+    """--allow-download / --offline as the allow_download argument (None: the environment decides)."""
+    if args.allow_download and args.offline:
+        raise ValueError("--allow-download and --offline contradict each other; give one of them")
+    return True if args.allow_download else (False if args.offline else None)
 
 
 def _positive_int(text: str) -> int:
@@ -292,7 +302,7 @@ def _make_kwargs(args, extractor: str, distribution: str, data_settings=None) ->
         distribution_name=distribution, seed=args.seed, batch_size=args.batch_size, device=args.device,
         verbose=not args.quiet, num_workers=args.workers, crop_to_square_pre_resize=crop or "none",
         resize_mode=resize or "clean", backend=args.backend, strict=args.strict, extractor_weights=args.extractor_weights,
-        allow_download=True if args.allow_download else None,
+        allow_download=_allow_download(args),
     )
     if getattr(args, "ranges", None):
         kwargs["activation_ranges"] = _existing_file(args.ranges, "activation ranges file")
@@ -556,7 +566,7 @@ def cmd_rank(args) -> int:
         num_workers=args.workers, crop_to_square_pre_resize=args.crop, resize_mode=args.resize,
         backend=args.backend, strict=args.strict, extractor_weights=args.extractor_weights,
         activation_ranges=_existing_file(args.ranges, "activation ranges file") if args.ranges else None,
-        allow_download=True if args.allow_download else None, use_neurons_from_layer=args.layer,
+        allow_download=_allow_download(args), use_neurons_from_layer=args.layer,
         use_neuron_index=args.neuron, neuron_weights=neuron_weights,
         seed=args.seed, verbose=not args.quiet,
     )

@@ -10,7 +10,8 @@ Selection keywords (reference semantics): ``use_neurons_from_layer`` restricts t
 ``use_neuron_index`` (with a layer) to one neuron, ``return_neuron_wise=True`` returns
 ``{layer: per-neuron distances}`` instead of their mean. ``weights`` replaces the mean by a weighted sum
 Σ wₙ dₙ over the selected neurons (paper Eq. 5; for FD: one weight per selected layer).
-Every incompatibility raises ValueError (never ``assert``).
+Every incompatibility raises ValueError (never ``assert``). Results are NumPy unless
+``vdna.set_result_type("torch")`` / ``VDNA_RESULTS=torch`` asks for 0.1.1's torch tensors (``vdna.results``).
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from ._native import _core
 from .dna import GAUSSIAN, HISTOGRAM, LAYER_GAUSSIAN, VDNA, check_comparable
+from .results import returns_result
 
 # The distance that fits each DNA type: for the DNA as a whole, and neuron by neuron (a layer-Gaussian
 # is compared with FD as a whole and with NFD, its covariance diagonal, neuron by neuron).
@@ -28,6 +30,7 @@ Selection = List[Tuple[str, Optional[np.ndarray]]]  # (layer, neuron indices or 
 Result = Union[np.float64, Dict[str, np.ndarray]]
 
 
+@returns_result
 def EMD(
     vdna1: VDNA,
     vdna2: VDNA,
@@ -50,6 +53,7 @@ def EMD(
     return np.float64(_emd_to_many(vdna1, [vdna2], selection, weights)[0])
 
 
+@returns_result
 def NFD(
     vdna1: VDNA,
     vdna2: VDNA,
@@ -72,6 +76,7 @@ def NFD(
     return _aggregate(values, weights)
 
 
+@returns_result
 def FD(
     vdna1: VDNA,
     vdna2: VDNA,
@@ -150,11 +155,12 @@ def metric_name(vdna: VDNA, neuron_wise: bool = False) -> str:
 
 
 def metric_function(name: str):
-    """The distance function named ``name`` ("EMD", "NFD", "FD")."""
+    """The distance function named ``name`` ("EMD", "NFD", "FD"), returning NumPy values whatever
+    ``vdna.set_result_type`` says (the implementation under the public function's conversion)."""
     functions = {"EMD": EMD, "NFD": NFD, "FD": FD}
     if name not in functions:
         raise ValueError(f"unknown metric {name!r}; use 'EMD', 'NFD' or 'FD'")
-    return functions[name]
+    return functions[name].__wrapped__
 
 
 # ---------------------------------------------------------------------------------------- helpers

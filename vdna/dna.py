@@ -20,6 +20,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
+from .results import returns_result
 from .settings import DataSettings, ExtractionSettings
 
 HISTOGRAM = "histogram"
@@ -255,16 +256,19 @@ class VDNAHist(VDNA):
         self.hist_nb_bins = int(hist_nb_bins)
         self.name = f"{HISTOGRAM}-{self.hist_nb_bins}"
 
+    @returns_result
     def get_neuron_dist(self, layer_name, neuron_idx):
         """Counts of one neuron, shape (1, B)."""
         idx = self.check_neuron(layer_name, neuron_idx)
         return self.data[layer_name][idx].reshape(1, -1)
 
+    @returns_result
     def get_all_neurons_in_layer_dist(self, layer_name):
         """Counts of a layer, shape (C, B)."""
         self.check_layer(layer_name)
         return self.data[layer_name]
 
+    @returns_result
     def get_all_neurons_dists(self):
         """Counts of every neuron, shape (sum C, B)."""
         return np.concatenate([self.data[layer] for layer in self.neurons_list], axis=0)
@@ -300,14 +304,17 @@ class _PerNeuronPair(VDNA):
 
     _keys: Tuple[str, str] = ("", "")
 
+    @returns_result
     def get_neuron_dist(self, layer_name, neuron_idx):
         idx = self.check_neuron(layer_name, neuron_idx)
         return {k: self.data[layer_name][k][idx] for k in self._keys}
 
+    @returns_result
     def get_all_neurons_in_layer_dist(self, layer_name):
         self.check_layer(layer_name)
         return {k: self.data[layer_name][k] for k in self._keys}
 
+    @returns_result
     def get_all_neurons_dists(self):
         return {k: np.concatenate([self.data[l][k] for l in self.neurons_list]) for k in self._keys}
 
@@ -366,18 +373,21 @@ class VDNALayerGauss(VDNA):
 
     type = LAYER_GAUSSIAN
 
+    @returns_result
     def get_neuron_dist(self, layer_name, neuron_idx):
         """{"mu": mean, "sigma": variance} of one neuron (the covariance's diagonal entry)."""
         idx = self.check_neuron(layer_name, neuron_idx)
         d = self.data[layer_name]
         return {"mu": d["mu"][idx], "sigma": d["sigma"][idx, idx]}
 
+    @returns_result
     def get_all_neurons_in_layer_dist(self, layer_name):
         """{"mu": (C,), "sigma": (C, C)}."""
         self.check_layer(layer_name)
         d = self.data[layer_name]
         return {"mu": d["mu"], "sigma": d["sigma"]}
 
+    @returns_result
     def get_all_neurons_dists(self):
         """{layer: {"mu", "sigma"}} (as the reference: a layer-gaussian has no cross-layer covariance)."""
         return {layer: self.get_all_neurons_in_layer_dist(layer) for layer in self.neurons_list}

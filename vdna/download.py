@@ -1,22 +1,27 @@
-"""Local cache and opt-in downloads for pretrained weights, activation ranges and hub files.
+"""The local cache, the download policy, and checksum-verified downloads of plain URLs.
 
-Nothing is downloaded unless the caller allows it: ``allow_download=True`` on the call, or the
-environment variable ``VDNA_ALLOW_DOWNLOAD=1`` (also ``true``/``yes``/``on``). The cache folder is
-``$VDNA_HOME`` when set, else ``~/.cache/vdna``. Its layout:
+Missing weights and activation ranges are downloaded on first use, into the cache, with a progress
+bar. The policy (``downloads_allowed``):
 
-- ``weights/<extractor name>/<original file name>``: checkpoints, under the name their publisher
-  gave them (e.g. ``weights/dino_resnet50/dino_resnet50_pretrain.pth``);
+- ``allow_download=True`` / ``False`` on a call forces downloading on / off;
+- ``allow_download=None`` (the default): allowed unless ``VDNA_OFFLINE`` is set to a true word
+  (``1``, ``true``, ``yes``, ``on``); hub files also obey huggingface_hub's ``HF_HUB_OFFLINE``.
+
+The cache folder is ``$VDNA_HOME`` when set, else ``~/.cache/vdna``. Its layout (docs/weights.md):
+
+- ``weights/<extractor name>/<original file name>``: checkpoints published at plain URLs, under the
+  name their publisher gave them (e.g. ``weights/vgg16/vgg16-397923af.pth``);
 - ``hub/<repo_type>/<owner>/<repo>/<path in the repository>``: files of Hugging Face hub
-  repositories (activation ranges, published DNAs).
+  repositories (activation ranges, the Mugs checkpoints, published DNAs), see ``vdna.hub``.
 
-Downloads use ``urllib`` only. A download is written to a temporary file next to its destination,
-its SHA-256 is checked, and only then is it renamed into place, so an interrupted or corrupt
-download never leaves a file that looks complete.
+Plain URLs are fetched with ``torch.hub.download_url_to_file`` (a temporary file next to the
+destination, moved into place only after the SHA-256 check), so a corrupt or interrupted download
+never leaves a file that looks complete. Expected digests are full SHA-256 hex digests or a prefix
+of at least 8 hex digits (torchvision and pytorch-fid put the first 8 in their file names).
 """
 import hashlib
+import http.client
 import os
-import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Optional, Union
 
@@ -25,27 +30,33 @@ __all__ = [
     "DownloadNotAllowedError",
     "MissingFileError",
     "cache_dir",
-    "download_file",
+    "download_url",
     "downloads_allowed",
     "sha256_file",
 ]
 
 _ENV_HOME = "VDNA_HOME"
-_ENV_ALLOW = "VDNA_ALLOW_DOWNLOAD"
+_ENV_OFFLINE = "VDNA_OFFLINE"
 _TRUE_WORDS = ("1", "true", "yes", "on")
 _CHUNK = 1 << 20
 
 
 class MissingFileError(FileNotFoundError):
-    """A file vdna needs (weights, activation ranges, a hub file) is neither given nor cached."""
+    """A file vdna needs (weights, activation ranges, a hub file) is neither given, cached, nor downloadable."""
 
 
-class DownloadNotAllowedError(PermissionError):
-    """A download was needed but downloads are not allowed (see ``downloads_allowed``)."""
+class DownloadNotAllowedError(MissingFileError, PermissionError):
+    """A download was needed but network access is off (``VDNA_OFFLINE``, ``HF_HUB_OFFLINE`` or
+    ``allow_download=False``). The message names the URL and the exact file to place instead."""
 
 
 class ChecksumMismatchError(ValueError):
     """A downloaded or cached file does not have the expected SHA-256."""
+
+
+def env_flag(name: str) -> bool:
+    """Whether environment variable ``name`` holds a true word (1, true, yes, on; any case)."""
+    return os.environ.get(name, "").strip().lower() in _TRUE_WORDS
 
 
 def cache_dir() -> Path:
@@ -59,16 +70,38 @@ def cache_dir() -> Path:
     return Path("~/.cache/vdna").expanduser()
 
 
-def downloads_allowed(allow_download: Optional[bool] = None) -> bool:
-    """Whether downloading is allowed: the explicit argument if not None, else ``$VDNA_ALLOW_DOWNLOAD``."""
+def downloads_allowed(allow_download: Optional[bool] = None, hub: bool = False) -> bool:
+    """Whether a missing file may be downloaded: ``allow_download`` when it is not None, else not
+    ``$VDNA_OFFLINE`` (and, for hub files, not ``$HF_HUB_OFFLINE`` either)."""
     if allow_download is not None:
-        return bool(allow_download)
-    return os.environ.get(_ENV_ALLOW, "").strip().lower() in _TRUE_WORDS
+        if not isinstance(allow_download, bool):
+            raise TypeError(f"allow_download must be True, False or None, got {allow_download!r}")
+        return allow_download
+    if env_flag(_ENV_OFFLINE):
+        return False
+    return not (hub and env_flag("HF_HUB_OFFLINE"))
 
 
-def how_to_allow() -> str:
-    """The sentence every 'download needed' error ends with."""
-    return f"allow the download with allow_download=True or the environment variable {_ENV_ALLOW}=1"
+def why_offline(allow_download: Optional[bool], hub: bool = False) -> str:
+    """The reason ``downloads_allowed`` said no, and how to change it (ends every refusal message)."""
+    if allow_download is False:
+        reason = "downloads are off for this call (allow_download=False / --offline)"
+    elif env_flag(_ENV_OFFLINE):
+        reason = f"{_ENV_OFFLINE} is set"
+    elif hub and env_flag("HF_HUB_OFFLINE"):
+        reason = "HF_HUB_OFFLINE is set"
+    else:
+        reason = "downloads are off"
+    return reason
+
+
+def refusal(what: str, url: str, dest: Path, allow_download: Optional[bool], hub: bool = False,
+            alternative: str = "") -> DownloadNotAllowedError:
+    """The error for a file that is missing while network access is off: what, from where, to where."""
+    return DownloadNotAllowedError(
+        f"{what} is not in the cache and {why_offline(allow_download, hub)}, so it cannot be downloaded: "
+        f"download {url} on a connected machine and place it at {dest}{alternative}"
+    )
 
 
 def sha256_file(path: Union[str, os.PathLike]) -> str:
@@ -100,52 +133,34 @@ def sha256_matches(actual: str, expected: Optional[str]) -> bool:
     return spec is None or actual.lower().startswith(spec)
 
 
-def download_file(
-    url: str,
-    dest: Union[str, os.PathLike],
-    sha256: Optional[str] = None,
-    allow_download: Optional[bool] = None,
-) -> Path:
-    """Download ``url`` to ``dest`` atomically and return ``dest`` as a Path.
+def describe_spec(spec: str) -> str:
+    """``spec`` as printed in messages: a prefix gets a trailing '...'."""
+    return spec + ("..." if len(spec) < 64 else "")
 
-    ``sha256`` is the expected digest (full, or a prefix of >= 8 hex digits); it is checked before
-    the file is moved into place, and on a mismatch nothing is left at ``dest``. Raises
-    ``DownloadNotAllowedError`` without touching the network when downloads are not allowed,
-    ``ChecksumMismatchError`` on a wrong checksum and ``OSError`` (with the URL) on network errors.
+
+def download_url(url: str, dest: Union[str, os.PathLike], sha256: Optional[str] = None,
+                 progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` with ``torch.hub.download_url_to_file`` and return ``dest``.
+
+    Callers decide first whether downloading is allowed (``downloads_allowed``). ``sha256`` (full,
+    or a prefix of >= 8 hex digits) is checked before the file is moved into place; on a mismatch
+    ``ChecksumMismatchError`` is raised and nothing is left at ``dest`` (an existing file there is
+    kept). Network errors become ``OSError`` naming the URL.
     """
+    import torch.hub
+
     dest = Path(dest)
     spec = check_sha256_spec(sha256)
-    if not downloads_allowed(allow_download):
-        raise DownloadNotAllowedError(
-            f"downloading {url} is needed to create {dest}, but downloads are not allowed; "
-            f"put the file there yourself or {how_to_allow()}"
-        )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix="." + dest.name + ".", suffix=".part", dir=dest.parent)
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            try:
-                response = urllib.request.urlopen(url, timeout=60)
-            except Exception as exc:  # URLError, HTTPError, ValueError for bad URLs, socket errors
-                raise OSError(f"could not download {url}: {exc}") from exc
-            with response:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        actual = digest.hexdigest()
-        if spec is not None and not actual.startswith(spec):
-            raise ChecksumMismatchError(
-                f"download of {url} has SHA-256 {actual}, expected {spec}"
-                f"{'...' if len(spec) < 64 else ''}; the file was discarded (not written to {dest})"
-            )
-        os.replace(tmp_name, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+        torch.hub.download_url_to_file(url, os.fspath(dest), hash_prefix=spec, progress=progress)
+    except RuntimeError as exc:
+        if "invalid hash value" not in str(exc):
+            raise
+        raise ChecksumMismatchError(
+            f"download of {url} does not have the published SHA-256 ({describe_spec(spec)}): {exc}; "
+            f"the file was discarded (nothing written to {dest})"
+        ) from exc
+    except (OSError, http.client.HTTPException) as exc:  # URLError, HTTPError, socket errors, truncation
+        raise OSError(f"could not download {url} to {dest}: {exc}") from exc
     return dest

@@ -103,11 +103,15 @@ def _neuron_curve(v, layer: str, idx: int, display_bins: int = 100):
     Histograms finer than ``display_bins`` are summed into groups of adjacent bins for display (a
     1000-bin histogram of a few images is mostly sampling noise at full resolution).
     """
+    from .results import numpy_results
+
     if v.type == "histogram":
-        x, y = _display_histogram(v.get_neuron_dist(layer, idx), display_bins)
+        with numpy_results():
+            x, y = _display_histogram(v.get_neuron_dist(layer, idx), display_bins)
         return x, y, "histogram"
     if v.type in ("gaussian", "layer-gaussian"):
-        d = v.get_neuron_dist(layer, idx)
+        with numpy_results():
+            d = v.get_neuron_dist(layer, idx)
         mu = float(d["mu"])
         var = float(d["var"] if "var" in d else d["sigma"])
         return mu, max(var, 0.0), "gaussian"

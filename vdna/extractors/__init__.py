@@ -2,8 +2,8 @@
 
 Built-in names: see ``list_extractors()`` and ``vdna/extractors/zoo.py`` (checkpoints, cache file
 names, sources). ``rand_resnet50`` works offline; the others need their checkpoint, given with
-``extractor_weights=<path>``, found in the cache, or downloaded when allowed (``allow_download=True`` or
-``VDNA_ALLOW_DOWNLOAD=1``). User-defined extractors are added with ``register_extractor``.
+``extractor_weights=<path>``, found in the cache, or downloaded on first use (unless ``VDNA_OFFLINE=1``
+or ``allow_download=False``; docs/weights.md). User-defined extractors are added with ``register_extractor``.
 """
 from importlib import resources
 from pathlib import Path
@@ -94,7 +94,8 @@ def get_extractor(name: str, extractor_weights=None, ranges=None, allow_download
         layout, or already converted). For ``rand_resnet50`` the weights are generated unless this is given.
     ranges: activation ranges overriding the published/shipped ones (path to the reference JSON
         format, or a dict; see ``vdna.ranges``).
-    allow_download: allow fetching missing checkpoints/ranges (default: ``$VDNA_ALLOW_DOWNLOAD``).
+    allow_download: True/False forces fetching missing checkpoints/ranges on/off; None (default): on
+        unless ``$VDNA_OFFLINE`` (hub files: or ``$HF_HUB_OFFLINE``) is set.
     """
     if name in _USER:
         return _build_user(name, extractor_weights, ranges)
@@ -110,7 +111,9 @@ def get_extractor(name: str, extractor_weights=None, ranges=None, allow_download
         if entry.file_name is None:
             path = resolve_weights(name, "", "", None, weights=extractor_weights)
         else:
-            path = resolve_weights(name, entry.file_name, entry.url, entry.sha256, extractor_weights, allow_download)
+            hub_file = None if entry.hub_weights is None else (RANGES_HUB_REPO, entry.hub_weights)
+            path = resolve_weights(name, entry.file_name, entry.url, entry.sha256, extractor_weights, allow_download,
+                                   hub_file=hub_file)
         source = f"checkpoint {path} (for '{name}')"
         load_state_dict_strict(net, entry.convert(read_checkpoint(path), source), source)
         digest = sha256_file(path)

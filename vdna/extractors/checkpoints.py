@@ -1,8 +1,9 @@
 """Finding and reading checkpoint files, without unpickling arbitrary Python objects.
 
 Resolution order for a pretrained extractor's weights: the explicit path the caller gave, then the
-cache (``<cache_dir()>/weights/<extractor name>/<original file name>``), then, only when allowed, a
-download from the publisher's URL into the cache with a SHA-256 check.
+cache (``<cache_dir()>/weights/<extractor name>/<original file name>``, or the hub cache for
+checkpoints published on the Hugging Face hub), then a download on first use (unless network access
+is off: ``VDNA_OFFLINE=1`` or ``allow_download=False``), SHA-256-checked where a digest is known.
 
 Reading (``read_checkpoint``):
 
@@ -15,17 +16,19 @@ Reading (``read_checkpoint``):
 import os
 import zipfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
 from ..download import (
     ChecksumMismatchError,
+    DownloadNotAllowedError,
     MissingFileError,
     cache_dir,
-    download_file,
+    describe_spec,
+    download_url,
     downloads_allowed,
-    how_to_allow,
+    refusal,
     sha256_file,
     sha256_matches,
 )
@@ -45,15 +48,20 @@ def weights_cache_path(extractor_name: str, file_name: str) -> Path:
 def resolve_weights(
     extractor_name: str,
     file_name: str,
-    url: str,
+    url: Optional[str],
     sha256: Optional[str],
     weights=None,
     allow_download: Optional[bool] = None,
+    hub_file: Optional[Tuple[str, str]] = None,
 ) -> Path:
     """Path of the checkpoint to load: ``weights`` if given, else the cached file, else a download.
 
     An explicit path is used as is (fine-tuned or converted weights are allowed; the extractor's
     ``weights_sha256`` records what was loaded). A cached file must match the known checksum.
+    ``hub_file = (repo_id, path)`` names checkpoints published on the Hugging Face hub: they are
+    fetched with ``vdna.hub.fetch_hub_file`` (cached under ``hub/``; a copy at
+    ``weights/<name>/<file_name>``, where earlier versions cached them, is used too); the others are
+    downloaded from ``url`` into ``weights/<name>/<file_name>`` (``vdna.download.download_url``).
     """
     if weights is not None:
         path = Path(weights).expanduser()
@@ -64,17 +72,25 @@ def resolve_weights(
     if dest.is_file():
         if sha256 is not None and not sha256_matches(sha256_file(dest), sha256):
             raise ChecksumMismatchError(
-                f"cached weights {dest} for '{extractor_name}' do not have the published SHA-256 ({sha256}...); "
-                f"delete the file to download it again, or pass it explicitly with extractor_weights=<path>"
+                f"cached weights {dest} for '{extractor_name}' do not have the published SHA-256 "
+                f"({describe_spec(sha256)}); delete the file to download it again, or pass it explicitly with "
+                f"extractor_weights=<path>"
             )
         return dest
+    what = f"the checkpoint of '{extractor_name}'"
+    if hub_file is not None:
+        from ..hub import fetch_hub_file
+
+        try:
+            return fetch_hub_file(hub_file[0], hub_file[1], "model", allow_download, what=what, sha256=sha256)
+        except DownloadNotAllowedError as exc:
+            raise MissingWeightsError(f"{exc}; or pass extractor_weights=<path>") from exc
     if not downloads_allowed(allow_download):
         raise MissingWeightsError(
-            f"weights for '{extractor_name}' not found: expected '{file_name}' at {dest} (cache folder: "
-            f"$VDNA_HOME, default ~/.cache/vdna). Download {url} and put it there, pass extractor_weights=<path>, "
-            f"or {how_to_allow()}"
+            f"{refusal(what + f' ({file_name!r})', url, dest, allow_download)} (cache folder: $VDNA_HOME, "
+            f"default ~/.cache/vdna); or pass extractor_weights=<path>"
         )
-    return download_file(url, dest, sha256=sha256, allow_download=True)
+    return download_url(url, dest, sha256=sha256)
 
 
 def _is_torchscript_archive(path: Path) -> bool:

@@ -1,6 +1,8 @@
 """The built-in extractors: their layers, input conventions, checkpoints and activation ranges.
 
-Checkpoints (cached as ``<cache_dir()>/weights/<name>/<file>``; downloaded only when allowed):
+Checkpoints, downloaded on first use (docs/weights.md). Files at plain URLs are cached as
+``<cache_dir()>/weights/<name>/<file>``; files on the hub as
+``<cache_dir()>/hub/model/bramtoula/visual-dna-models/<path>``:
 
 =================  ======================================  ==========================================
 name               file                                    source
@@ -9,9 +11,9 @@ rand_resnet50      (generated, see random_weights.py)      -
 dino_resnet50      dino_resnet50_pretrain.pth              dl.fbaipublicfiles.com/dino (DINO release)
 dino_vit_small     dino_deitsmall16_pretrain.pth           DINO release
 dino_vit_base      dino_vitbase16_pretrain.pth             DINO release
-mugs_vit_small     weights.pth                             reference hub bramtoula/visual-dna-models
-mugs_vit_base      weights.pth                             (Mugs/<name>/weights.pth; the Mugs
-mugs_vit_large     weights.pth                             originals are only on Google Drive)
+mugs_vit_small     Mugs/mugs_vit_small/weights.pth         reference hub bramtoula/visual-dna-models
+mugs_vit_base      Mugs/mugs_vit_base/weights.pth          (through huggingface_hub; the Mugs
+mugs_vit_large     Mugs/mugs_vit_large/weights.pth         originals are only on Google Drive)
 vgg16              vgg16-397923af.pth                      download.pytorch.org (torchvision)
 inception          pt_inception-2015-12-05-6726825d.pth    github.com/mseitzer/pytorch-fid releases
 clip_im_vit_b32    ViT-B-32.pt                             openaipublic.azureedge.net/clip
@@ -19,9 +21,11 @@ clip_im_vit_b16    ViT-B-16.pt                             (TorchScript archives
 clip_im_vit_l14    ViT-L-14.pt
 =================  ======================================  ==========================================
 
-Checksums: CLIP's URLs carry the file's full SHA-256; torchvision's and pytorch-fid's file names carry
-its first 8 hex digits, which are checked; DINO and the hub files have no published checksum, so
-they are not checked on download (``Extractor.weights_sha256`` still records what was loaded).
+Pinned checksums (``ZooEntry.sha256``), only what the publishers state: CLIP's URLs carry the file's
+full SHA-256 (``_CLIP_FILES``); torchvision's and pytorch-fid's file names carry its first 8 hex
+digits, which are checked as a prefix. DINO publishes none, and the reference hub repository's files
+have none pinned here: hub downloads are checked against the SHA-256 the hub reports for LFS files
+(its ETag) instead. ``Extractor.weights_sha256`` always records what was loaded.
 
 Activation ranges of pretrained extractors come from the reference hub repository
 ``bramtoula/visual-dna-models`` (model repository), file ``<Family>/<name>/activation_ranges.json``,
@@ -66,6 +70,7 @@ class ZooEntry:
     url: Optional[str] = None
     sha256: Optional[str] = None
     hub_ranges: Optional[str] = None  # path in RANGES_HUB_REPO, or None if none was published
+    hub_weights: Optional[str] = None  # path in RANGES_HUB_REPO of a checkpoint published there (url None)
 
 
 def resnet_state(ckpt, source: str):
@@ -105,15 +110,13 @@ def _make_zoo() -> Dict[str, ZooEntry]:
             _info(name, vit_neurons(width, depth), "tokens", 224, IMAGENET_MEAN, IMAGENET_STD), _vit_builder(size),
             backbone_state, folder + ".pth", f"{_DINO_URL}{folder}/{folder}.pth", None,
             None if size == "small" else f"DINO/{name}/activation_ranges.json")
-    from ..hub import hub_file_url
-
     for size in ("small", "base", "large"):
         name = f"mugs_vit_{size}"
         width, depth, _ = VIT_SIZES[size]
         zoo[name] = ZooEntry(
             _info(name, vit_neurons(width, depth), "tokens", 224, IMAGENET_MEAN, IMAGENET_STD), _vit_builder(size),
-            backbone_state, "weights.pth", hub_file_url(RANGES_HUB_REPO, f"Mugs/{name}/weights.pth"), None,
-            None if size == "small" else f"Mugs/{name}/activation_ranges.json")
+            backbone_state, "weights.pth", None, None,
+            None if size == "small" else f"Mugs/{name}/activation_ranges.json", f"Mugs/{name}/weights.pth")
     zoo["vgg16"] = ZooEntry(
         _info("vgg16", vgg16_neurons(), "channels", 224, IMAGENET_MEAN, IMAGENET_STD), VGG16Features, vgg16_state,
         "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth", "397923af",
