@@ -117,12 +117,3 @@ double vdna_half_to_double(uint16_t h) {
     }
     return sign ? -v : v;
 }
-
-double vdna_load_f64(const void *data, vdna_dtype dtype, int64_t offset) {
-    switch (dtype) {
-        case VDNA_F16: return vdna_half_to_double(((const uint16_t *)data)[offset]);
-        case VDNA_F32: return (double)((const float *)data)[offset];
-        case VDNA_F64: return ((const double *)data)[offset];
-    }
-    return NAN;
-}
