@@ -1062,20 +1062,29 @@ void vdna_hist_reset(vdna_hist *h) {
     h->num_images = 0;
 }
 
-void vdna_hist_counts(const vdna_hist *h, int64_t *counts) {
+vdna_status vdna_hist_counts(const vdna_hist *h, int64_t *counts) {
+    vdna_clear_error();
+    if (h == NULL || counts == NULL) return vdna_fail(VDNA_ERR_ARG, "hist counts: NULL argument");
     memcpy(counts, h->counts, (size_t)(h->n_neurons * h->bins) * sizeof(int64_t));
+    return VDNA_OK;
 }
 
-void vdna_hist_nan_counts(const vdna_hist *h, int64_t *nan_counts) {
+vdna_status vdna_hist_nan_counts(const vdna_hist *h, int64_t *nan_counts) {
+    vdna_clear_error();
+    if (h == NULL || nan_counts == NULL) return vdna_fail(VDNA_ERR_ARG, "hist nan_counts: NULL argument");
     memcpy(nan_counts, h->nan_counts, (size_t)h->n_neurons * sizeof(int64_t));
+    return VDNA_OK;
 }
 
-void vdna_hist_ranges(const vdna_hist *h, double *mins, double *maxs) {
+vdna_status vdna_hist_ranges(const vdna_hist *h, double *mins, double *maxs) {
+    vdna_clear_error();
+    if (h == NULL) return vdna_fail(VDNA_ERR_ARG, "hist ranges: NULL accumulator");
     if (mins) memcpy(mins, h->mins, (size_t)h->n_neurons * sizeof(double));
     if (maxs) memcpy(maxs, h->maxs, (size_t)h->n_neurons * sizeof(double));
+    return VDNA_OK;
 }
 
-int64_t vdna_hist_num_images(const vdna_hist *h) { return h->num_images; }
-int64_t vdna_hist_n_neurons(const vdna_hist *h) { return h->n_neurons; }
-int64_t vdna_hist_bins(const vdna_hist *h) { return h->bins; }
-vdna_layout vdna_hist_layout(const vdna_hist *h) { return h->layout; }
+int64_t vdna_hist_num_images(const vdna_hist *h) { return h ? h->num_images : -1; }
+int64_t vdna_hist_n_neurons(const vdna_hist *h) { return h ? h->n_neurons : -1; }
+int64_t vdna_hist_bins(const vdna_hist *h) { return h ? h->bins : -1; }
+vdna_layout vdna_hist_layout(const vdna_hist *h) { return h ? h->layout : (vdna_layout)-1; }

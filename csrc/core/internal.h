@@ -16,8 +16,10 @@ void vdna_clear_error(void);
 
 /* Run fn(ctx, begin, end) over [0, n_items) split into contiguous chunks, on up to
  * vdna_get_num_threads() threads (the calling thread takes a share). Chunks are deterministic
- * given n_items and min_chunk; results must not depend on how many threads ran them.
- * Returns VDNA_OK or VDNA_ERR_THREAD (then nothing ran) . */
+ * given n_items and min_chunk; results must not depend on how many threads ran them. A worker
+ * thread that cannot be started (pthread_create fails, e.g. at a process or container thread
+ * limit) has its chunk run by the calling thread: slower, same results. Returns VDNA_OK, or
+ * VDNA_ERR_NOMEM (then nothing ran). */
 typedef void (*vdna_range_fn)(void *ctx, int64_t begin, int64_t end);
 vdna_status vdna_parallel_for(int64_t n_items, int64_t min_chunk, vdna_range_fn fn, void *ctx);
 

@@ -993,6 +993,127 @@ static void test_ranges(void) {
     vdna_ranges_free(q);
 }
 
+/* ---------------------------------------------------------------- worker threads that cannot start
+ * vdna_parallel_for runs the chunk of a thread that could not be started on the calling thread:
+ * the counts and moments are those of a normal run. vdna_test_thread_start_limit (internal, tests
+ * only) lets at most n more thread starts succeed (-1: no limit) and returns what was left of the
+ * previous limit. 8 neurons of 2 x 4096 values: enough work per neuron for 4 threads (3 starts
+ * per update). */
+int vdna_test_thread_start_limit(int n);
+
+static void test_thread_start_failures(void) {
+    const int64_t N = 2, C = 8, S = 4096, B = 10;
+    double *x = malloc((size_t)(N * C * S) * sizeof *x), mins[8], maxs[8];
+    int64_t *rc = malloc((size_t)(C * B) * sizeof *rc), *got = malloc((size_t)(C * B) * sizeof *got), rn[8], gn[8];
+    double mean_ref[8], mean_got[8];
+    for (int64_t c = 0; c < C; c++) mins[c] = -1, maxs[c] = 1;
+    for (int64_t i = 0; i < N * C * S; i++) x[i] = uniform() * 3 - 1.5;
+    ref_counts(x, N, C, S, mins, maxs, B, rc, rn);
+    int64_t shape[3] = {N, C, S};
+    vdna_array arr = make_array(x, VDNA_F64, 3, shape);
+    vdna_set_num_threads(4);
+    vdna_moments *m = NULL;
+    CHECK_OK(vdna_moments_create(&m, C, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_moments_update(m, &arr));
+    CHECK_OK(vdna_moments_mean(m, mean_ref));
+    for (int limit = 0; limit <= 3; limit++) { /* no worker starts, 1 of 3, 2 of 3, all 3 */
+        vdna_hist *h = NULL;
+        CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, VDNA_LAYOUT_CHANNELS));
+        vdna_test_thread_start_limit(limit);
+        CHECK_OK(vdna_hist_update(h, &arr));
+        CHECK(vdna_test_thread_start_limit(limit) == 0); /* the update tried at least `limit` starts */
+        CHECK_OK(vdna_hist_counts(h, got));
+        CHECK_OK(vdna_hist_nan_counts(h, gn));
+        CHECK(equal_i64(got, rc, C * B) && equal_i64(gn, rn, C));
+        CHECK(vdna_hist_num_images(h) == N);
+        vdna_hist_free(h);
+        vdna_moments_reset(m);
+        CHECK_OK(vdna_moments_update(m, &arr));
+        CHECK(vdna_test_thread_start_limit(-1) == 0);
+        CHECK_OK(vdna_moments_mean(m, mean_got));
+        CHECK(memcmp(mean_got, mean_ref, sizeof mean_ref) == 0); /* same chunks, same sums: bit-identical */
+    }
+    vdna_set_num_threads(0);
+    vdna_moments_free(m);
+    free(x);
+    free(rc);
+    free(got);
+}
+
+/* ---------------------------------------------------------------- NULL arguments of read-outs
+ * Every read-out returns VDNA_ERR_ARG for a NULL accumulator or a NULL required buffer (and
+ * writes nothing); optional outputs may be NULL; scalar getters return -1 for NULL. */
+static void test_readout_nulls(void) {
+    double mins[2] = {-1, 0}, maxs[2] = {1, 2}, d[2] = {7, 7}, m2[4] = {7, 7, 7, 7};
+    int64_t i64[8] = {7, 7, 7, 7, 7, 7, 7, 7}, count = 7;
+    double data[4] = {1, 2, 3, 4};
+    int64_t shape[2] = {2, 2};
+    vdna_array x = make_array(data, VDNA_F64, 2, shape);
+
+    vdna_hist *h = NULL;
+    CHECK_OK(vdna_hist_create(&h, 2, 4, mins, maxs, VDNA_LAYOUT_CHANNELS));
+    CHECK(vdna_hist_counts(NULL, i64) == VDNA_ERR_ARG && i64[0] == 7);
+    CHECK(strstr(vdna_last_error(), "NULL") != NULL);
+    CHECK(vdna_hist_counts(h, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_hist_nan_counts(NULL, i64) == VDNA_ERR_ARG && i64[0] == 7);
+    CHECK(vdna_hist_nan_counts(h, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_hist_ranges(NULL, d, d) == VDNA_ERR_ARG && d[0] == 7);
+    CHECK_OK(vdna_hist_ranges(h, NULL, d)); /* optional outputs */
+    CHECK(d[0] == 1 && d[1] == 2);
+    CHECK_OK(vdna_hist_ranges(h, NULL, NULL));
+    CHECK_OK(vdna_hist_counts(h, i64));
+    CHECK(vdna_hist_num_images(NULL) == -1 && vdna_hist_n_neurons(NULL) == -1 && vdna_hist_bins(NULL) == -1);
+    CHECK((int)vdna_hist_layout(NULL) == -1);
+    vdna_hist_reset(NULL); /* a no-op */
+    vdna_hist_free(h);
+
+    vdna_moments *m = NULL;
+    CHECK_OK(vdna_moments_create(&m, 2, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_moments_update(m, &x));
+    d[0] = d[1] = 7;
+    CHECK(vdna_moments_mean(NULL, d) == VDNA_ERR_ARG && d[0] == 7);
+    CHECK(vdna_moments_mean(m, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_moments_var(NULL, d) == VDNA_ERR_ARG && d[0] == 7);
+    CHECK(vdna_moments_var(m, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_moments_state(NULL, &count, d, d) == VDNA_ERR_ARG && count == 7 && d[0] == 7);
+    CHECK_OK(vdna_moments_state(m, &count, NULL, NULL));
+    CHECK(count == 2);
+    CHECK(vdna_moments_nan_counts(NULL, i64) == VDNA_ERR_ARG);
+    CHECK(vdna_moments_nan_counts(m, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_moments_num_images(NULL) == -1 && vdna_moments_n_neurons(NULL) == -1);
+    CHECK((int)vdna_moments_layout(NULL) == -1);
+    vdna_moments_free(m);
+
+    vdna_cov *c = NULL;
+    CHECK_OK(vdna_cov_create(&c, 2, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_cov_update(c, &x));
+    count = 7;
+    CHECK(vdna_cov_mean(NULL, d) == VDNA_ERR_ARG && d[0] == 7);
+    CHECK(vdna_cov_mean(c, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_cov_cov(NULL, m2) == VDNA_ERR_ARG && m2[0] == 7);
+    CHECK(vdna_cov_cov(c, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_cov_state(NULL, &count, d, m2) == VDNA_ERR_ARG && count == 7 && m2[0] == 7);
+    CHECK_OK(vdna_cov_state(c, &count, NULL, NULL));
+    CHECK(count == 2);
+    CHECK(vdna_cov_nan_counts(NULL, i64) == VDNA_ERR_ARG);
+    CHECK(vdna_cov_nan_counts(c, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_cov_num_images(NULL) == -1 && vdna_cov_n_neurons(NULL) == -1);
+    CHECK((int)vdna_cov_layout(NULL) == -1);
+    vdna_cov_free(c);
+
+    vdna_ranges *r = NULL;
+    CHECK_OK(vdna_ranges_create(&r, 2, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_ranges_update(r, &x));
+    CHECK(vdna_ranges_minmax(NULL, d, d) == VDNA_ERR_ARG && d[0] == 7);
+    CHECK_OK(vdna_ranges_minmax(r, NULL, d)); /* optional outputs */
+    CHECK(d[0] == 3 && d[1] == 4);
+    CHECK(vdna_ranges_nan_counts(NULL, i64) == VDNA_ERR_ARG);
+    CHECK(vdna_ranges_nan_counts(r, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_ranges_num_images(NULL) == -1 && vdna_ranges_n_neurons(NULL) == -1);
+    CHECK((int)vdna_ranges_layout(NULL) == -1);
+    vdna_ranges_free(r);
+}
+
 int main(void) {
     test_hist_hand_worked();
     test_hist_one_bin();
@@ -1027,6 +1148,8 @@ int main(void) {
     test_moments();
     test_cov();
     test_ranges();
+    test_readout_nulls();
+    test_thread_start_failures();
     if (failures) {
         fprintf(stderr, "test_accum: %d failure(s)\n", failures);
         return 1;
