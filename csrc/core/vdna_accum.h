@@ -60,6 +60,24 @@ int64_t vdna_hist_n_neurons(const vdna_hist *h);
 int64_t vdna_hist_bins(const vdna_hist *h);
 vdna_layout vdna_hist_layout(const vdna_hist *h);
 
+/* ---- Advanced: the kernel of the float32 hot loops (process-wide). Kernels give identical
+ * counts and differ only in speed: "portable" (C), "avx2" and "avx512" (x86-64 intrinsics; AVX-512
+ * F and DQ). "auto", the default, times the kernels this CPU runs at the first float32 update
+ * (about a millisecond, once per process) and keeps the fastest. The environment variable
+ * VDNA_HIST_KERNEL (auto, portable, avx2, avx512), read at the first update, sets the choice;
+ * a value that is not a kernel this CPU runs makes every update fail with VDNA_ERR_ARG. */
+
+/* Use kernel `name` (or "auto") from now on; VDNA_ERR_ARG if it is unknown, or not compiled in, or
+ * this CPU does not run it (the message says which). Overrides VDNA_HIST_KERNEL. */
+vdna_status vdna_hist_set_kernel(const char *name);
+
+/* Name of the kernel that float32 updates use ("auto" resolved, measuring first if needed); NULL
+ * when VDNA_HIST_KERNEL is invalid (vdna_last_error() says why). */
+const char *vdna_hist_kernel(void);
+
+/* 1 when vdna_hist_set_kernel(name) would succeed, else 0. */
+int vdna_hist_kernel_available(const char *name);
+
 /* ================================================================ per-neuron moments */
 typedef struct vdna_moments_s vdna_moments;
 

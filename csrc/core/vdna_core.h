@@ -24,7 +24,7 @@ extern "C" {
 #endif
 
 #define VDNA_CORE_VERSION_MAJOR 1
-#define VDNA_CORE_VERSION_MINOR 0
+#define VDNA_CORE_VERSION_MINOR 1
 
 /* ---------------------------------------------------------------- status codes */
 typedef enum {
