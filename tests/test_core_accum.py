@@ -1,4 +1,9 @@
 """vdna._core accumulators against independent NumPy references (tests/reference_binning.py)."""
+import contextlib
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -28,6 +33,28 @@ def random_ranges(C):
     maxs = RNG.random(C) * 4
     mins[0] = maxs[0] = 0.5  # degenerate range: half = 1e-8
     return mins, maxs
+
+
+# The float32 histogram kernels this CPU runs (the tests of the float32 paths run each of them; the
+# rest run under the process's choice: "auto", or VDNA_HIST_KERNEL).
+HIST_KERNELS = [k for k in ("portable", "avx2", "avx512") if _core.hist_kernel_available(k)]
+
+
+@contextlib.contextmanager
+def hist_kernel(name):
+    before = _core.hist_kernel()
+    _core.set_hist_kernel(name)
+    try:
+        yield
+    finally:
+        _core.set_hist_kernel(before)
+
+
+@pytest.fixture(params=HIST_KERNELS)
+def kernel(request):
+    """Runs the test once per float32 kernel this CPU runs, with that kernel set."""
+    with hist_kernel(request.param):
+        yield request.param
 
 
 def hist_of(x, mins, maxs, bins, layout="channels"):
@@ -83,10 +110,11 @@ def float32_thresholds(mins, maxs, bins):
 
 
 @pytest.mark.parametrize("bins", [1, 2, 7, 1000, 10000])
-def test_hist_float32_values_on_and_next_to_every_threshold(bins):
+def test_hist_float32_values_on_and_next_to_every_threshold(bins, kernel):
     """Every float32 bin threshold and its float32 neighbours, plus extremes (+-inf, +-max, denormals,
     +-0, NaN) land where the float64 formula puts them, in every path: tokens float32 (16-neuron
-    blocks plus leftovers), channels float32, the same values as float64; 1 and 2 threads."""
+    blocks plus leftovers), channels float32, the same values as float64; 1 and 2 threads; each
+    float32 kernel."""
     rng = np.random.default_rng(bins)
     C = 19
     mins = (rng.random(C) - 0.5) * 20
@@ -188,9 +216,9 @@ def test_hist_misaligned_buffer():
 
 @pytest.mark.parametrize("bins", [1, 7, 1000])
 @pytest.mark.parametrize("row_len", [37, 48, 41])  # contiguous; padded to a 64-byte multiple; padded, odd
-def test_hist_tokens_float32_every_start_in_a_cache_line(bins, row_len):
-    """Tokens float32 (the 16-neuron lanes path, which on AVX-512 CPUs aligns its blocks to 64-byte
-    lines and masks the partial ones): a view starting at each float of a line, 37 neurons, rows
+def test_hist_tokens_float32_every_start_in_a_cache_line(bins, row_len, kernel):
+    """Tokens float32 (the 16-neuron lanes path, which with an intrinsics kernel aligns its blocks to
+    64-byte lines and masks the partial ones; each kernel): a view starting at each float of a line, 37 neurons, rows
     padded or not, values on and one ulp beside bin edges, zeros, NaN, +-Inf; the same counts as
     the reference for 1 to 3 threads and batches split anywhere."""
     N, T, C = 4, 30, 37
@@ -266,9 +294,9 @@ def test_hist_merge_and_reset():
 
 @pytest.mark.parametrize("spatial", [(7, 7), (14, 14), (5, 40)])
 @pytest.mark.parametrize("bins", [2, 10, 1000])
-def test_hist_relu_float32_runs(spatial, bins):
-    """Post-ReLU float32 maps (half exact zeros, both signs; the path that counts zeros apart on
-    AVX-512 CPUs), with NaN, +-Inf and values on bin edges: the reference counts, whatever the
+def test_hist_relu_float32_runs(spatial, bins, kernel):
+    """Post-ReLU float32 maps (half exact zeros, both signs; the path that counts zeros apart with an
+    intrinsics kernel; each kernel), with NaN, +-Inf and values on bin edges: the reference counts, whatever the
     thread count or batch split."""
     rng = np.random.default_rng(7)
     shape = (6, 5) + spatial
@@ -299,6 +327,45 @@ def test_hist_relu_float32_runs(spatial, bins):
                 np.testing.assert_array_equal(h.nan_counts, want_nan)
     finally:
         _core.set_num_threads(old)
+
+
+def test_hist_kernel_choice():
+    """The portable kernel always runs; "auto" resolves to one that runs; names are checked."""
+    assert HIST_KERNELS[0] == "portable" and _core.hist_kernel() in HIST_KERNELS
+    assert _core.hist_kernel_available("auto") and not _core.hist_kernel_available("sse9")
+    with pytest.raises(ValueError, match="'sse9' is not a histogram kernel"):
+        _core.set_hist_kernel("sse9")
+    for name in ("avx2", "avx512"):
+        if name not in HIST_KERNELS:
+            with pytest.raises(ValueError, match=f"'{name}'"):
+                _core.set_hist_kernel(name)
+    for name in HIST_KERNELS:
+        with hist_kernel(name):
+            assert _core.hist_kernel() == name
+
+
+@pytest.mark.parametrize("value", ["portable", "auto", "sse9"])
+def test_hist_kernel_from_the_environment(value):
+    """VDNA_HIST_KERNEL sets the kernel of a fresh process; an invalid value fails every update with a
+    message naming the variable (so a forced CI run cannot silently test another kernel)."""
+    code = (
+        "import numpy as np\n"
+        "from vdna._native import _core\n"
+        "h = _core.HistAccumulator(np.zeros(3), np.ones(3), 10)\n"
+        "try:\n"
+        "    h.update(np.zeros((1, 3, 4), np.float32))\n"
+        "    print('kernel', _core.hist_kernel(), h.counts.sum())\n"
+        "except ValueError as exc:\n"
+        "    print('error', exc)\n"
+    )
+    env = dict(os.environ, VDNA_HIST_KERNEL=value)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    if value == "sse9":
+        assert out.startswith("error") and "VDNA_HIST_KERNEL='sse9' is not a histogram kernel" in out
+    else:
+        name = out.split()[1]
+        assert out.split()[0] == "kernel" and out.split()[2] == "12"
+        assert name == "portable" if value == "portable" else name in HIST_KERNELS
 
 
 def _split_counts(x, splits, mins, maxs, bins):

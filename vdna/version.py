@@ -1,3 +1,3 @@
-"""The package version (kept equal to the one in pyproject.toml)."""
+"""The package version, written only here (pyproject.toml reads it at build time)."""
 
 __version__ = "0.2.0.dev0"

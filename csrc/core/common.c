@@ -69,6 +69,22 @@ int vdna_get_num_threads(void) {
     return (int)cpus;
 }
 
+/* Tests only: let at most n more thread starts succeed (-1: no limit, the default), so that the
+ * tests can check that the calling thread does the work of threads that could not be started
+ * (vdna_parallel_for). Returns the previous limit (what is left of it). */
+static int start_limit = -1;
+int vdna_test_thread_start_limit(int n);
+int vdna_test_thread_start_limit(int n) { return __atomic_exchange_n(&start_limit, n, __ATOMIC_RELAXED); }
+
+static int start_thread(pthread_t *tid, void *(*fn)(void *), void *arg) {
+    int left = __atomic_load_n(&start_limit, __ATOMIC_RELAXED);
+    while (left >= 0) { /* a limit is set: take one start from it, or fail */
+        if (left == 0) return -1;
+        if (__atomic_compare_exchange_n(&start_limit, &left, left - 1, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) break;
+    }
+    return pthread_create(tid, NULL, fn, arg);
+}
+
 typedef struct {
     vdna_range_fn fn;
     void *ctx;
@@ -106,7 +122,7 @@ vdna_status vdna_parallel_for(int64_t n_items, int64_t min_chunk, vdna_range_fn 
     }
     int64_t started = 0;
     for (int64_t t = 1; t < n_threads; t++, started++) {
-        if (pthread_create(&tids[t], NULL, run_chunk, &jobs[t]) != 0) break;
+        if (start_thread(&tids[t], run_chunk, &jobs[t]) != 0) break;
     }
     if (started < n_threads - 1) { /* could not start them all: run the rest here, nothing lost */
         for (int64_t t = started + 1; t < n_threads; t++) run_chunk(&jobs[t]);
@@ -132,13 +148,4 @@ double vdna_half_to_double(uint16_t h) {
         v = ldexp((double)(mant | 0x400), exp - 25);
     }
     return sign ? -v : v;
-}
-
-double vdna_load_f64(const void *data, vdna_dtype dtype, int64_t offset) {
-    switch (dtype) {
-        case VDNA_F16: return vdna_half_to_double(((const uint16_t *)data)[offset]);
-        case VDNA_F32: return (double)((const float *)data)[offset];
-        case VDNA_F64: return ((const double *)data)[offset];
-    }
-    return NAN;
 }

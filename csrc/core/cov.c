@@ -174,6 +174,7 @@ static void read_m2(const vdna_cov *c, double *out, double scale) {
 
 vdna_status vdna_cov_mean(const vdna_cov *c, double *mean) {
     vdna_clear_error();
+    if (c == NULL || mean == NULL) return vdna_fail(VDNA_ERR_ARG, "cov mean: NULL argument");
     if (c->count == 0) return vdna_fail(VDNA_ERR_EMPTY, "cov: no images accumulated");
     read_mean(c, mean);
     return VDNA_OK;
@@ -181,6 +182,7 @@ vdna_status vdna_cov_mean(const vdna_cov *c, double *mean) {
 
 vdna_status vdna_cov_cov(const vdna_cov *c, double *cov) {
     vdna_clear_error();
+    if (c == NULL || cov == NULL) return vdna_fail(VDNA_ERR_ARG, "cov cov: NULL argument");
     if (c->count == 0) return vdna_fail(VDNA_ERR_EMPTY, "cov: no images accumulated");
     if (c->count == 1) {
         memset(cov, 0, (size_t)(c->n_neurons * c->n_neurons) * sizeof(double));
@@ -190,15 +192,18 @@ vdna_status vdna_cov_cov(const vdna_cov *c, double *cov) {
     return VDNA_OK;
 }
 
-void vdna_cov_state(const vdna_cov *c, int64_t *count, double *mean, double *m2) {
+vdna_status vdna_cov_state(const vdna_cov *c, int64_t *count, double *mean, double *m2) {
+    vdna_clear_error();
+    if (c == NULL) return vdna_fail(VDNA_ERR_ARG, "cov state: NULL accumulator");
     if (count) *count = c->count;
     if (c->count == 0) {
         if (mean) memset(mean, 0, (size_t)c->n_neurons * sizeof(double));
         if (m2) memset(m2, 0, (size_t)(c->n_neurons * c->n_neurons) * sizeof(double));
-        return;
+        return VDNA_OK;
     }
     if (mean) read_mean(c, mean);
     if (m2) read_m2(c, m2, 1.0);
+    return VDNA_OK;
 }
 
 vdna_status vdna_cov_set_state(vdna_cov *c, int64_t count, const double *mean, const double *m2,
@@ -239,9 +244,12 @@ vdna_status vdna_cov_set_state(vdna_cov *c, int64_t count, const double *mean, c
     return VDNA_OK;
 }
 
-void vdna_cov_nan_counts(const vdna_cov *c, int64_t *nan_counts) {
+vdna_status vdna_cov_nan_counts(const vdna_cov *c, int64_t *nan_counts) {
+    vdna_clear_error();
+    if (c == NULL || nan_counts == NULL) return vdna_fail(VDNA_ERR_ARG, "cov nan_counts: NULL argument");
     memcpy(nan_counts, c->nan_counts, (size_t)c->n_neurons * sizeof(int64_t));
+    return VDNA_OK;
 }
-int64_t vdna_cov_num_images(const vdna_cov *c) { return c->count; }
-int64_t vdna_cov_n_neurons(const vdna_cov *c) { return c->n_neurons; }
-vdna_layout vdna_cov_layout(const vdna_cov *c) { return c->layout; }
+int64_t vdna_cov_num_images(const vdna_cov *c) { return c ? c->count : -1; }
+int64_t vdna_cov_n_neurons(const vdna_cov *c) { return c ? c->n_neurons : -1; }
+vdna_layout vdna_cov_layout(const vdna_cov *c) { return c ? c->layout : (vdna_layout)-1; }

@@ -1,42 +1,18 @@
-/* hist.c: per-neuron histograms of normalised activations (DESIGN.md "Bins").
- *
- * Exactness: each neuron's counts are written by exactly one thread (parallel over neurons), so
- * counts are integers independent of the thread count and of how a batch is split. The bin of a
- * value is the one specified: t = ((x - centre) / half + 1) * B / 2 with a true float64 division,
- * clamped to [0, B], floored, capped at B-1 (see exact_bin).
- *
- * Speed: the division is the costliest step of the hot loop, so each value is first binned with
- * the reciprocal (u = ((x - centre) * (1/half) + 1) * B/2, see "estimate") and the exact division
- * is redone only for the rare values whose estimate lies within `delta` of an integer, where the
- * two could floor differently (proof at bin_consts_init). float32 input uses a float32 estimate
- * with a wider, per-neuron delta (proof at f32_estimate_init; exact zeros take a precomputed bin).
- * Bin indices of a block of values are
- * computed in vectorisable loops, then counted in 32-bit local histograms (see "counting"). On
- * AVX-512 CPUs the exact zeros of float32 runs (ReLU) are counted with vector compares instead and
- * only the other values are scattered (see "without their exact zeros"). */
+/* hist.c: the histogram accumulator's API (DESIGN.md "Bins"): creation (with the constants of the
+ * estimates), the choice of kernel, update, merge, saved states and read-outs. The loops of an
+ * update and the portable kernels are in hist_portable.c, the intrinsics kernels in hist_avx2.c
+ * and hist_avx512.c; hist_kernels.h is what they share. */
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "activations.h"
+#include "hist_kernels.h"
 
 #define MAX_BINS (1 << 30)
-#define N_SUB 4
-
-struct vdna_hist_s {
-    int64_t n_neurons, bins, num_images;
-    vdna_layout layout;
-    double *mins, *maxs;    /* as given */
-    double *centre, *half;  /* normalisation per neuron */
-    double *recip;          /* 1 / half, for the estimate */
-    int recip_ok;           /* every 1/half is a normal number (else: exact division only) */
-    float *cf, *gf, *df;    /* float32 estimate per neuron: centre, B/(2 half), its delta */
-    int32_t *zb;            /* exact bin of 0.0 (ReLU zeros are often within delta of an edge) */
-    int64_t *counts;        /* n_neurons x bins */
-    int64_t *nan_counts;    /* n_neurons */
-};
 
 void vdna_hist_free(vdna_hist *h) {
     if (h == NULL) return;
@@ -61,12 +37,11 @@ void vdna_hist_free(vdna_hist *h) {
  * exact t beyond the same end). There |p| = |fl32(d gf)| <= B/2 + 0.6, and summing the roundings
  * of cf (v|c|), of gf (v + 2^-51, relative), of d, of p and of w:
  *   |w - T| <= v (2.5 B + 2.5 + 1.01 |c| G) + 2^-149   (G = B / (2 half)),
- * and the exact double t is within 2^-44 B of T (bound at bin_consts_init). So |w - t| < delta with
+ * and the exact double t is within 2^-44 B of T (bound at vdna_hist_bin_consts, hist_portable.c). So |w - t| < delta with
  * delta = 2^-22 (1.5 B + 2 + |c| G) rounded up to a power of two (1 - delta exact in float32);
  * used where delta <= 1/16, B <= 2^22 (B + 1/2 exact), |c| <= 1e30 and gf a normal float (no
  * overflow of cf, d*gf finite unless T is far out of range). Otherwise delta = 1: every value of the
  * neuron is "near", i.e. binned exactly. */
-static inline int32_t exact_bin(double x, double centre, double half, int32_t bins);
 
 static void f32_estimate_init(vdna_hist *h, int64_t i) {
     double B = (double)h->bins, c = h->centre[i], G = B / (2.0 * h->half[i]);
@@ -143,864 +118,224 @@ vdna_status vdna_hist_create(vdna_hist **out, int64_t n_neurons, int64_t bins, c
     return VDNA_OK;
 }
 
-/* ---------------------------------------------------------------- binning kernels */
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
-/* AVX2 / AVX-512 widen the vectors of the binning loops where the CPU has them; every bin is the
- * same in every version (the estimate is only trusted when it provably floors like the exact t,
- * and the exact t uses IEEE operations, no contraction: -ffp-contract=off). */
-#define VDNA_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+/* ---------------------------------------------------------------- kernels
+ * The float32 hot loops have three implementations (hist_kernels.h) with identical bins: the
+ * portable C loops (vectorised by the compiler; with per-CPU versions on x86-64 Linux), and the
+ * AVX2 and AVX-512 intrinsics kernels. Which is fastest depends on the CPU model, not only on its
+ * instruction sets (AVX-512 executed as two 256-bit halves on AMD Zen 4; a slow mask move on
+ * another), so "auto" measures: the first float32 update times each kernel this CPU runs on two
+ * small batches that stay in cache (ReLU channels runs and token rows, 1,000 bins, one thread)
+ * and keeps the fastest for the process. Results never depend on the choice. */
+enum { K_PORTABLE = 0, K_AVX2 = 1, K_AVX512 = 2, N_KERNELS = 3, K_AUTO = -1, K_UNSET = -2, K_BAD_ENV = -3 };
+static const char *const kernel_names[N_KERNELS] = {"portable", "avx2", "avx512"};
+
+static int requested_kernel = K_UNSET; /* K_AUTO, a kernel, K_BAD_ENV; K_UNSET: environment not read */
+static int measured_kernel = K_PORTABLE;
+static pthread_once_t measure_once = PTHREAD_ONCE_INIT;
+
+static int kernel_compiled(int k) {
+#ifdef VDNA_HIST_X86_KERNELS
+    return k >= 0 && k < N_KERNELS;
 #else
-#define VDNA_MULTIVERSION
-#endif
-
-/* The specified bin of x (NaN -> `bins`, a slot of its own). Clamping t = ((z+1) B) / 2 to [0, B]
- * equals clamping z to [-1, 1] first (rounding is monotone, and z = -1 / 1 give t = 0 / B exactly).
- * NaN fails `t > 0` and becomes 0 before the integer conversion (converting NaN is undefined). */
-static inline int32_t exact_bin(double x, double centre, double half, int32_t bins) {
-    const double bd = (double)bins;
-    double t = (((x - centre) / half + 1.0) * bd) * 0.5;
-    int32_t isnan_ = t != t;
-    t = t > 0.0 ? t : 0.0;
-    t = t < bd ? t : bd;
-    int32_t b = (int32_t)t;
-    b = b > bins - 1 ? bins - 1 : b;
-    return isnan_ ? bins : b;
-}
-
-typedef struct {
-    double hb;     /* bins / 2 */
-    double top;    /* bins + 0.5: upper clamp of the estimate */
-    double delta;  /* estimates within delta of an integer are redone exactly */
-    double omd;    /* 1 - delta */
-    int32_t bins, last;
-} bin_consts;
-
-/* Why the estimate u = fl(fl(fl(d * r) + 1) * (B/2)), d = fl(x - centre), r = fl(1 / half), floors
- * like the exact t = fl(fl(fl(d / half) + 1) * B) / 2 unless u is within delta of an integer
- * (u = unit roundoff 2^-53 below; no underflow: r >= DBL_MIN is checked at creation, else every
- * value takes the exact path; a subnormal d*r or d/half only adds an absolute error < 2^-1074).
- *   Only u in [-1/2, B + 1/2] matters (outside it both sides clamp to the same end bin: relative
- *   errors keep t on the same side of 0 and of B). There |fl(d*r)| <= 2 + 2/B, so |d/half| <= 4.1.
- *   q = fl(d/half) = (d/half)(1+e1), q' = fl(d*r) = (d/half)(1+e2)(1+e3): |q - q'| <= 3.01u * 4.1.
- *   s = fl(q+1), s' = fl(q'+1): |s - s'| <= 12.4u + u(|q+1| + |q'+1|) <= 23u.
- *   t = fl(s*B)/2 and u = fl(s'*(B/2)) = fl(s'*B)/2 exactly (B/2 and 1/2 are exact scalings):
- *   |t - u| <= (23u B + u B (|s| + |s'|)) / 2 <= 17u B < B 2^-48 < delta = B 2^-44 (rounded up to
- *   a power of two, so 1 - delta is exact).
- * If u lies in [k + delta, k + 1 - delta] then t lies in (k, k+1): both floor to k. */
-static bin_consts bin_consts_init(const vdna_hist *h) {
-    bin_consts k;
-    k.bins = (int32_t)h->bins;
-    k.last = k.bins - 1;
-    k.hb = (double)h->bins * 0.5;
-    k.top = (double)h->bins + 0.5;
-    k.delta = 0x1p-44;
-    while (k.delta * 0x1p44 < (double)h->bins) k.delta *= 2;
-    if (!h->recip_ok) k.delta = 1.0; /* every estimate "near": all values binned exactly */
-    k.omd = 1.0 - k.delta;
-    return k;
-}
-
-/* Bin estimate of x; *near = 1 when it must be redone with exact_bin. The estimate is clamped to
- * [-1/2, B + 1/2] (NaN to -1/2) and truncated (= floored, and u in [-1/2, 0) gives 0, with
- * f = u - 0 < 0: u within delta below 0 is "near" through |f| <= delta). f = u - trunc(u) is exact
- * (Sterbenz for u >= 1). Written with selects only so that gcc vectorises the loops below. */
-static inline int32_t estimate(double x, double centre, double recip, const bin_consts *k, int32_t *near) {
-    double u = ((x - centre) * recip + 1.0) * k->hb;
-    int32_t isnan_ = u != u;
-    u = u > -0.5 ? u : -0.5;
-    u = u < k->top ? u : k->top;
-    int32_t b = (int32_t)u;
-    double f = u - (double)b;
-    *near = ((f <= k->delta) & (f >= -k->delta)) | (f >= k->omd);
-    b = b > k->last ? k->last : b;
-    return isnan_ ? k->bins : b;
-}
-
-/* Estimated bins of v[0..n) of one neuron into idx (-1 where unsure); returns whether any is. */
-VDNA_MULTIVERSION
-static int32_t estimate_f64(const double *v, int64_t n, double centre, double recip, bin_consts k, int32_t *idx) {
-    int32_t any = 0;
-    for (int64_t i = 0; i < n; i++) {
-        int32_t near;
-        int32_t b = estimate(v[i], centre, recip, &k, &near);
-        idx[i] = near ? -1 : b;
-        any |= near;
-    }
-    return any;
-}
-
-/* float32 values of one neuron, with the float32 estimate (f32_estimate_init): cf, gf, delta. */
-VDNA_MULTIVERSION
-static int32_t estimate_f32(const float *v, int64_t n, float cf, float gf, float dl, int32_t zb, int32_t bins,
-                            int32_t *idx) {
-    const float hb = (float)bins * 0.5f, top = (float)bins + 0.5f, om = 1.0f - dl;
-    const int32_t last = bins - 1;
-    int32_t any = 0;
-    for (int64_t i = 0; i < n; i++) {
-        float w = (v[i] - cf) * gf + hb;
-        int32_t isnan_ = w != w;
-        w = w > -0.5f ? w : -0.5f;
-        w = w < top ? w : top;
-        int32_t b = (int32_t)w;
-        float f = w - (float)b;
-        int32_t zero = v[i] == 0.0f;
-        int32_t near = (((f <= dl) & (f >= -dl)) | (f >= om)) & !zero;
-        b = b > last ? last : b;
-        b = isnan_ ? bins : b;
-        b = zero ? zb : b;
-        idx[i] = near ? -1 : b;
-        any |= near;
-    }
-    return any;
-}
-
-/* ---- float32 runs of one neuron without their exact zeros (ReLU outputs: often half the values)
- * Exact zeros (+0.0 and -0.0 compare equal and bin alike: x - centre is then -centre or, for
- * centre 0, a signed zero that becomes 1 after "+ 1") all take the precomputed bin zb, so they are
- * only counted here, and the bins of the other values are packed into idx: the scatter into the
- * local histograms, the floor of this path, then sees only those. Entries the estimate is unsure
- * of hold ~i (i: the value's position in v) and are redone by nonzero_bins_f32. */
-#if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-#define VDNA_HAVE_AVX512_KERNEL 1
-/* AVX-512 (chosen at run time): compare, estimate and compress 16 values at a time (compress into
- * a register and a full store, faster than a compressing store on Intel; idx has 16 spare
- * entries). The estimate w is estimate_f32's, with the same operations in the same order; then
- * "near" is |w - round(w)| <= dl (vreduceps, exact), which for w in [-1/2, B + 1/2] is the same
- * test as estimate_f32's on f = w - trunc(w): f <= dl, or f < 0 (w in [-1/2, 0)) and f >= -dl,
- * or f >= 1 - dl. NaN is kept through the clamps (max/min return their second operand on NaN)
- * and is "near" (the unordered compare), so the exact redo bins it. */
-__attribute__((target("avx512f,avx512dq")))
-static int64_t pack_nonzero_f32_avx512(const float *v, int64_t n, float cf, float gf, float dl, int32_t bins,
-                                       int32_t *idx, int64_t *zeros, int32_t *any) {
-    const __m512 c = _mm512_set1_ps(cf), g = _mm512_set1_ps(gf), hb = _mm512_set1_ps((float)bins * 0.5f);
-    const __m512 lo = _mm512_set1_ps(-0.5f), top = _mm512_set1_ps((float)bins + 0.5f), zero = _mm512_setzero_ps();
-    const __m512 d = _mm512_set1_ps(dl);
-    const __m512i last = _mm512_set1_epi32(bins - 1), step = _mm512_set1_epi32(16);
-    __m512i notpos = _mm512_setr_epi32(~0, ~1, ~2, ~3, ~4, ~5, ~6, ~7, ~8, ~9, ~10, ~11, ~12, ~13, ~14, ~15);
-    int64_t m = 0, nz = 0;
-    __mmask16 unsure = 0;
-    for (int64_t i = 0; i < n; i += 16) {
-        const int64_t rem = n - i < 16 ? n - i : 16;
-        const __mmask16 live = (__mmask16)(0xFFFFu >> (16 - rem));
-        const __m512 x = _mm512_maskz_loadu_ps(live, v + i);
-        const __mmask16 keep = _mm512_mask_cmp_ps_mask(live, x, zero, _CMP_NEQ_UQ); /* non-zero or NaN */
-        __m512 w = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x, c), g), hb);
-        w = _mm512_min_ps(top, _mm512_max_ps(lo, w));
-        __m512i b = _mm512_min_epi32(_mm512_cvttps_epi32(w), last);
-        const __m512 r = _mm512_abs_ps(_mm512_reduce_ps(w, _MM_FROUND_TO_NEAREST_INT));
-        const __mmask16 near = _mm512_mask_cmp_ps_mask(keep, r, d, _CMP_NGT_UQ);
-        b = _mm512_mask_mov_epi32(b, near, notpos);
-        _mm512_storeu_si512((void *)(idx + m), _mm512_maskz_compress_epi32(keep, b));
-        m += __builtin_popcount((unsigned)keep);
-        nz += rem - __builtin_popcount((unsigned)keep);
-        unsure |= near;
-        notpos = _mm512_sub_epi32(notpos, step);
-    }
-    *zeros += nz;
-    *any = unsure != 0;
-    return m;
-}
-#endif
-
-/* Whether the AVX-512 kernels run (float32 channels runs: packing; float32 lanes: estimate).
- * Elsewhere the compiler's versions run and zeros are counted like the other values (a portable
- * branchless packing loop measured 4x slower than that). kernel_mode: 0 = as the CPU allows,
- * 1 = AVX-512, 2 = portable; only the C tests change it, to compare both. */
-static int kernel_mode = 0;
-
-int vdna_hist_test_kernels(int mode);
-int vdna_hist_test_kernels(int mode) {
-#ifdef VDNA_HAVE_AVX512_KERNEL
-    if (mode == 1 && !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))) return 0;
-#else
-    if (mode == 1) return 0;
-#endif
-    kernel_mode = mode;
-    return 1;
-}
-
-static int use_avx512(void) {
-#ifdef VDNA_HAVE_AVX512_KERNEL
-    return kernel_mode == 1 || (kernel_mode == 0 && (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")));
-#else
-    return 0;
+    return k == K_PORTABLE;
 #endif
 }
 
-/* One sample position of n consecutive neurons: idx[j] = j * slots + bin (a slot in neuron j's
- * local histogram), -1 where unsure. */
-VDNA_MULTIVERSION
-static int32_t estimate_row_f32(const float *v, int64_t n, const double *centre, const double *recip, bin_consts k,
-                                int32_t slots, int32_t *idx) {
-    int32_t any = 0;
-    for (int64_t j = 0; j < n; j++) {
-        int32_t near;
-        int32_t b = estimate((double)v[j], centre[j], recip[j], &k, &near);
-        idx[j] = near ? -1 : (int32_t)j * slots + b;
-        any |= near;
-    }
-    return any;
-}
-
-VDNA_MULTIVERSION
-static int32_t estimate_row_f64(const double *v, int64_t n, const double *centre, const double *recip, bin_consts k,
-                                int32_t slots, int32_t *idx) {
-    int32_t any = 0;
-    for (int64_t j = 0; j < n; j++) {
-        int32_t near;
-        int32_t b = estimate(v[j], centre[j], recip[j], &k, &near);
-        idx[j] = near ? -1 : (int32_t)j * slots + b;
-        any |= near;
-    }
-    return any;
-}
-
-/* Bins of n values of one neuron, exact: estimates, then the unsure ones redone. The values are
- * f32 (vf) or f64 (vd) with unit stride. */
-static void bin_values(const float *vf, const double *vd, int64_t n, const vdna_hist *h, int64_t c,
-                       const bin_consts *k, int32_t *idx) {
-    const double centre = h->centre[c], half = h->half[c];
-    int32_t any = vf ? estimate_f32(vf, n, h->cf[c], h->gf[c], h->df[c], h->zb[c], k->bins, idx)
-                     : estimate_f64(vd, n, centre, h->recip[c], *k, idx);
-    if (!any) return;
-    for (int64_t i = 0; i < n; i++)
-        if (idx[i] < 0) idx[i] = exact_bin(vf ? (double)vf[i] : vd[i], centre, half, k->bins);
-}
-
-#ifdef VDNA_HAVE_AVX512_KERNEL
-/* Exact bins of the non-zero float32 values v[0..n) of neuron c, packed into idx[0..m) (idx has
- * n + 16 entries); returns m and adds the number of zeros (bin h->zb[c]) to *zeros. */
-static int64_t nonzero_bins_f32(const float *v, int64_t n, const vdna_hist *h, int64_t c, const bin_consts *k,
-                                int32_t *idx, int64_t *zeros) {
-    int32_t any = 0;
-    int64_t m = pack_nonzero_f32_avx512(v, n, h->cf[c], h->gf[c], h->df[c], k->bins, idx, zeros, &any);
-    if (any)
-        for (int64_t q = 0; q < m; q++)
-            if (idx[q] < 0) idx[q] = exact_bin((double)v[~idx[q]], h->centre[c], h->half[c], k->bins);
-    return m;
-}
+static int kernel_runs(int k) {
+#ifdef VDNA_HIST_X86_KERNELS
+    if (k == K_AVX2) return __builtin_cpu_supports("avx2");
+    if (k == K_AVX512) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
 #endif
-
-/* The same for one sample position of n consecutive neurons (slot indices, see estimate_row_*). */
-static void bin_row(const float *vf, const double *vd, int64_t n, const double *centre, const double *half,
-                    const double *recip, const bin_consts *k, int32_t slots, int32_t *idx) {
-    int32_t any = vf ? estimate_row_f32(vf, n, centre, recip, *k, slots, idx)
-                     : estimate_row_f64(vd, n, centre, recip, *k, slots, idx);
-    if (!any) return;
-    for (int64_t j = 0; j < n; j++)
-        if (idx[j] < 0) idx[j] = (int32_t)j * slots + exact_bin(vf ? (double)vf[j] : vd[j], centre[j], half[j], k->bins);
+    return k == K_PORTABLE;
 }
 
-/* ---------------------------------------------------------------- counting
- * Values are counted into small 32-bit local histograms (bins + a NaN slot) that stay in cache,
- * then flushed into the neuron's 64-bit counts over the touched bin range only: the counts of a
- * large layer (C x B x 8 bytes) do not fit in cache, and random increments there would miss. With
- * very few values per neuron the local histogram is not worth clearing: count directly. With many
- * values per neuron, N_SUB interleaved local histograms, so that repeated hits of one bin (e.g.
- * ReLU zeros) do not serialise on one memory location. */
-typedef struct {
-    uint32_t *sub;  /* n_sub x slots */
-    int n_sub;      /* 1 or N_SUB */
-    size_t slots;   /* bins + 1 */
-    int64_t pending; /* values since the last flush (32-bit overflow guard) */
-} local_hist;
+static const hist_simd_kernel *simd_kernel(int k) {
+#ifdef VDNA_HIST_X86_KERNELS
+    if (k == K_AVX2) return &vdna_hist_avx2_kernel;
+    if (k == K_AVX512) return &vdna_hist_avx512_kernel;
+#endif
+    (void)k;
+    return NULL;
+}
 
-static void count_local(local_hist *l, const int32_t *idx, int64_t len) {
-    uint32_t *s0 = l->sub;
-    int64_t q = 0;
-    if (l->n_sub == N_SUB) {
-        uint32_t *s1 = s0 + l->slots, *s2 = s1 + l->slots, *s3 = s2 + l->slots;
-        for (; q + 4 <= len; q += 4) {
-            s0[idx[q]]++;
-            s1[idx[q + 1]]++;
-            s2[idx[q + 2]]++;
-            s3[idx[q + 3]]++;
+static int kernel_id(const char *name) {
+    for (int k = 0; k < N_KERNELS; k++)
+        if (strcmp(name, kernel_names[k]) == 0) return k;
+    return strcmp(name, "auto") == 0 ? K_AUTO : K_BAD_ENV;
+}
+
+int vdna_hist_kernel_available(const char *name) {
+    if (name == NULL) return 0;
+    int k = kernel_id(name);
+    return k == K_AUTO || (k >= 0 && kernel_compiled(k) && kernel_runs(k));
+}
+
+/* K_AUTO or a kernel this CPU runs, from VDNA_HIST_KERNEL (unset or empty: auto); else K_BAD_ENV. */
+static int kernel_from_env(void) {
+    const char *env = getenv("VDNA_HIST_KERNEL");
+    if (env == NULL || env[0] == '\0') return K_AUTO;
+    int k = kernel_id(env);
+    return k == K_AUTO || (k >= 0 && kernel_compiled(k) && kernel_runs(k)) ? k : K_BAD_ENV;
+}
+
+static int current_request(void) {
+    int k = __atomic_load_n(&requested_kernel, __ATOMIC_ACQUIRE);
+    if (k != K_UNSET) return k;
+    int from_env = kernel_from_env(), unset = K_UNSET;
+    /* a concurrent vdna_hist_set_kernel wins */
+    __atomic_compare_exchange_n(&requested_kernel, &unset, from_env, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&requested_kernel, __ATOMIC_ACQUIRE);
+}
+
+static vdna_status unusable_kernel(const char *what, const char *name) {
+    int k = kernel_id(name);
+    if (k == K_BAD_ENV)
+        return vdna_fail(VDNA_ERR_ARG, "%s'%s' is not a histogram kernel (auto, portable, avx2 or avx512)", what, name);
+    if (!kernel_compiled(k))
+        return vdna_fail(VDNA_ERR_ARG, "%s'%s': this build has no %s kernel (x86-64 with GCC or clang only)", what, name,
+                         name);
+    return vdna_fail(VDNA_ERR_ARG, "%s'%s': this CPU does not run it (it needs %s)", what, name,
+                     k == K_AVX2 ? "AVX2" : "AVX-512 F and DQ");
+}
+
+vdna_status vdna_hist_set_kernel(const char *name) {
+    vdna_clear_error();
+    if (name == NULL) return vdna_fail(VDNA_ERR_ARG, "hist set_kernel: NULL name");
+    int k = kernel_id(name);
+    if (k != K_AUTO && !(k >= 0 && kernel_compiled(k) && kernel_runs(k))) return unusable_kernel("hist kernel ", name);
+    __atomic_store_n(&requested_kernel, k, __ATOMIC_RELEASE);
+    return VDNA_OK;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    if (timespec_get(&ts, TIME_UTC) == 0) return 0.0;
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Seconds of one single-threaded update of h with x through `kernel`, the path vdna_hist_update
+ * takes (neurons or lane blocks); < 0 if x does not fit. */
+static double time_update(vdna_hist *h, const vdna_array *x, int kernel) {
+    vdna_acts a;
+    if (vdna_acts_describe(x, h->layout, h->n_neurons, &a) != VDNA_OK) return -1.0;
+    hist_job job = {h, &a, vdna_hist_bin_consts(h), simd_kernel(kernel), 0};
+    double t0 = now_seconds();
+    if (!a.by_rows)
+        vdna_hist_by_neuron(&job, 0, h->n_neurons);
+    else if (job.simd == NULL)
+        vdna_hist_by_lanes(&job, 0, h->n_neurons);
+    else {
+        job.phase = vdna_hist_lanes_phase(&a);
+        vdna_hist_by_lane_blocks(&job, 0, (h->n_neurons + job.phase + LANES - 1) / LANES);
+    }
+    return now_seconds() - t0;
+}
+
+#define CAL_BINS 1000
+#define CAL_CH_NEURONS 16
+#define CAL_CH_SAMPLES 2048 /* channels: 16 runs of 2048 ReLU values, half zeros */
+#define CAL_TOK_ROWS 128
+#define CAL_TOK_NEURONS 128 /* tokens: 128 rows of 128 neurons */
+#define CAL_ROUNDS 5
+
+/* The measurement of "auto" (run once). Kernels are timed in turns, CAL_ROUNDS rounds, each on its
+ * best round; the fastest total wins, the wider instruction set on a tie. If anything cannot be
+ * allocated, the widest kernel the CPU runs is kept. */
+static void measure_kernels(void) {
+    int widest = K_PORTABLE;
+    for (int k = 0; k < N_KERNELS; k++)
+        if (kernel_compiled(k) && kernel_runs(k)) widest = k;
+    measured_kernel = widest;
+    if (widest == K_PORTABLE) return;
+    const int64_t n_ch = CAL_CH_NEURONS * CAL_CH_SAMPLES, n_tok = CAL_TOK_ROWS * CAL_TOK_NEURONS;
+    float *ch = malloc((size_t)n_ch * sizeof *ch), *tok = malloc((size_t)n_tok * sizeof *tok);
+    double ch_min[CAL_CH_NEURONS], ch_max[CAL_CH_NEURONS], tok_min[CAL_TOK_NEURONS], tok_max[CAL_TOK_NEURONS];
+    vdna_hist *hc = NULL, *ht = NULL;
+    for (int c = 0; c < CAL_CH_NEURONS; c++) ch_min[c] = 0.0, ch_max[c] = 4.0;
+    for (int c = 0; c < CAL_TOK_NEURONS; c++) tok_min[c] = -4.0, tok_max[c] = 4.0;
+    if (ch && tok && vdna_hist_create(&hc, CAL_CH_NEURONS, CAL_BINS, ch_min, ch_max, VDNA_LAYOUT_CHANNELS) == VDNA_OK &&
+        vdna_hist_create(&ht, CAL_TOK_NEURONS, CAL_BINS, tok_min, tok_max, VDNA_LAYOUT_TOKENS) == VDNA_OK) {
+        uint32_t s = 12345u; /* values: a sum of two uniforms in [-4, 4) (a LCG), ReLU for channels */
+        for (int64_t i = 0; i < n_ch + n_tok; i++) {
+            s = s * 1664525u + 1013904223u;
+            float u = (float)(s >> 8) * 0x1p-24f;
+            s = s * 1664525u + 1013904223u;
+            float v = 4.0f * (u + (float)(s >> 8) * 0x1p-24f) - 4.0f;
+            if (i < n_ch)
+                ch[i] = v > 0.0f ? v : 0.0f;
+            else
+                tok[i - n_ch] = v;
         }
-    }
-    for (; q < len; q++) s0[idx[q]]++;
-    l->pending += len;
-}
-
-static void count_direct(const int32_t *idx, int64_t len, int32_t B, int64_t *counts, int64_t *nans) {
-    for (int64_t q = 0; q < len; q++) {
-        if (idx[q] == B)
-            (*nans)++;
-        else
-            counts[idx[q]]++;
-    }
-}
-
-/* Add one local histogram s (B bins + NaN slot) to counts / *nans and clear it. */
-static void flush_slots(uint32_t *s, int32_t B, int64_t *counts, int64_t *nans) {
-    int32_t lo = 0, hi = B - 1;
-    while (lo < B && s[lo] == 0) lo++;
-    while (hi > lo && s[hi] == 0) hi--;
-    for (int32_t b = lo; b <= hi && lo < B; b++) counts[b] += s[b];
-    if (lo < B) memset(s + lo, 0, (size_t)(hi - lo + 1) * sizeof *s);
-    *nans += s[B];
-    s[B] = 0;
-}
-
-static void flush_local(local_hist *l, int32_t B, int64_t *counts, int64_t *nans) {
-    for (int k = 0; k < l->n_sub; k++) flush_slots(l->sub + (size_t)k * l->slots, B, counts, nans);
-    l->pending = 0;
-}
-
-static void count_block(const int32_t *idx, int64_t n, int32_t B, local_hist *l, int64_t *counts, int64_t *nans) {
-    if (l->sub == NULL) {
-        count_direct(idx, n, B, counts, nans);
-        return;
-    }
-    count_local(l, idx, n);
-    if (l->pending > (int64_t)UINT32_MAX - 2 * VDNA_BLOCK) flush_local(l, B, counts, nans);
-}
-
-typedef struct {
-    vdna_hist *h;
-    const vdna_acts *a;
-    bin_consts k;
-    int64_t phase; /* AVX-512 lanes path: lanes before neuron 0 in its block (lanes_phase) */
-} hist_job;
-
-/* Neuron c's values PF_AHEAD positions after sample position p of image n (in the order this
- * path reads them: images, then positions), n_pf of them: asked for ahead of time, since runs of
- * one neuron lie far apart (one image of all neurons between them) and the hardware prefetcher
- * only ramps up inside each. A hint: no effect on results. Unit run stride only. */
-#define PF_AHEAD 2048
-static inline void prefetch_ahead(const vdna_acts *a, int64_t c, int64_t n, int64_t p, int64_t n_pf) {
-#if defined(__GNUC__)
-    static const int size[3] = {2, 4, 8}; /* f16, f32, f64 */
-    const int64_t S = a->n_samples, run = vdna_acts_run_len(a), es = size[a->dtype];
-    int64_t q = p + PF_AHEAD;
-    n += q / S;
-    q %= S;
-    if (n >= a->n_images) return;
-    const char *base = (const char *)a->data + (n * a->image_stride + c * a->neuron_stride) * es;
-    /* one contiguous piece: up to the end of the run that holds position q */
-    int64_t in_run = run - q % run;
-    if (n_pf > in_run) n_pf = in_run;
-    const char *first = base + vdna_acts_sample_offset(a, q) * es;
-    for (int64_t b = 0; b < n_pf * es; b += 64) __builtin_prefetch(first + b);
-#else
-    (void)a;
-    (void)c;
-    (void)n;
-    (void)p;
-    (void)n_pf;
-#endif
-}
-
-/* Neuron by neuron, along runs of samples (channels layout with long runs). Bins of short runs
- * (e.g. 7x7) are packed into full blocks before counting. f32/f64 runs with unit stride are
- * binned in place; others are converted to float64 blocks first. */
-static void hist_by_neuron(void *ctx, int64_t c0, int64_t c1) {
-    const hist_job *job = ctx;
-    vdna_hist *h = job->h;
-    const vdna_acts *a = job->a;
-    const bin_consts *k = &job->k;
-    const int32_t B = (int32_t)h->bins;
-    const int64_t run = vdna_acts_run_len(a), rs = vdna_acts_run_stride(a);
-    const int64_t per_neuron = a->n_images * a->n_samples;
-    const int in_place = rs == 1 && (a->dtype == VDNA_F32 || a->dtype == VDNA_F64);
-    double buf[VDNA_BLOCK];
-    /* a piece of at most VDNA_BLOCK bins is appended while fewer than VDNA_BLOCK are pending (+16:
-     * full vector stores of the packing kernel) */
-    int32_t idx[2 * VDNA_BLOCK + 16];
-#ifdef VDNA_HAVE_AVX512_KERNEL
-    const int pack = in_place && a->dtype == VDNA_F32 && use_avx512();
-#else
-    const int pack = 0;
-#endif
-    /* Sub-histograms against runs of one bin: without packing, ReLU zeros; with it, they are only
-     * worth their flushing cost for long runs (measured: 1 is faster below 64 values per slot). */
-    const int64_t sub_from = (pack ? 64 : 4) * ((int64_t)B + 1);
-    local_hist l = {NULL, per_neuron >= sub_from ? N_SUB : 1, (size_t)B + 1, 0};
-    /* if the local histogram cannot be allocated, direct counting gives the same counts */
-    /* below 2 values per bin, direct counting (no clearing and flushing of a local histogram) is
-     * faster (measured: 2048 x 7x7 x 32 images) */
-    if (per_neuron >= 2 * (int64_t)l.slots) l.sub = calloc((size_t)l.n_sub * l.slots, sizeof *l.sub);
-    for (int64_t c = c0; c < c1; c++) {
-        int64_t *counts = h->counts + c * (int64_t)B, nans = 0, zeros = 0;
-        int64_t filled = 0;
-        for (int64_t n = 0; n < a->n_images; n++) {
-            int64_t base = n * a->image_stride + c * a->neuron_stride;
-            for (int64_t p = 0; p < a->n_samples; p += run) {
-                int64_t off = base + vdna_acts_sample_offset(a, p);
-                for (int64_t j = 0; j < run;) {
-                    int64_t len = run - j < VDNA_BLOCK ? run - j : VDNA_BLOCK;
-                    if (in_place) prefetch_ahead(a, c, n, p + j, len);
-#ifdef VDNA_HAVE_AVX512_KERNEL
-                    if (pack)
-                        filled += nonzero_bins_f32((const float *)a->data + off + j, len, h, c, k, idx + filled, &zeros);
-                    else
-#endif
-                    {
-                        if (in_place && a->dtype == VDNA_F32)
-                            bin_values((const float *)a->data + off + j, NULL, len, h, c, k, idx + filled);
-                        else if (in_place)
-                            bin_values(NULL, (const double *)a->data + off + j, len, h, c, k, idx + filled);
-                        else {
-                            vdna_load_block(buf, a->data, a->dtype, off + j * rs, rs, len);
-                            bin_values(NULL, buf, len, h, c, k, idx + filled);
-                        }
-                        filled += len;
-                    }
-                    j += len;
-                    if (filled >= VDNA_BLOCK) {
-                        count_block(idx, filled, B, &l, counts, &nans);
-                        filled = 0;
-                    }
-                }
+        vdna_array xc = {ch, VDNA_F32, 3, {1, CAL_CH_NEURONS, CAL_CH_SAMPLES}, {n_ch, CAL_CH_SAMPLES, 1}};
+        vdna_array xt = {tok, VDNA_F32, 3, {1, CAL_TOK_ROWS, CAL_TOK_NEURONS}, {n_tok, CAL_TOK_NEURONS, 1}};
+        double best[N_KERNELS][2];
+        for (int k = 0; k < N_KERNELS; k++) best[k][0] = best[k][1] = INFINITY;
+        for (int r = 0; r <= CAL_ROUNDS; r++) /* round 0 warms the caches up, uncounted */
+            for (int k = 0; k < N_KERNELS; k++) {
+                if (!(kernel_compiled(k) && kernel_runs(k))) continue;
+                double tc = time_update(hc, &xc, k), tt = time_update(ht, &xt, k);
+                if (r > 0 && tc < best[k][0]) best[k][0] = tc;
+                if (r > 0 && tt < best[k][1]) best[k][1] = tt;
             }
-        }
-        if (filled) count_block(idx, filled, B, &l, counts, &nans);
-        if (l.sub) flush_local(&l, B, counts, &nans);
-        counts[h->zb[c]] += zeros;
-        h->nan_counts[c] += nans;
-    }
-    free(l.sub);
-}
-
-/* Neurons close in memory (tokens, channels-last, one sample per image): a block of neurons is
- * walked one sample position (row) at a time, with one local histogram per neuron of the block,
- * kept for the whole batch. Rows of unit neuron stride (f32/f64) are binned in place, vectorised
- * across the neurons; others are read ROW_TILE positions at a time and transposed into per-neuron
- * runs first. */
-#define NEURON_BLOCK 128
-#define ROW_TILE 32
-#define LOCAL_BYTES (1 << 20) /* bound on the local histograms of one block */
-#define PREFETCH_ROWS 8
-
-/* Ask for the cache lines of n values from `offset` on (a hint; no effect on results). */
-static inline void prefetch_segment(const vdna_acts *a, int64_t offset, int64_t n) {
-#if defined(__GNUC__)
-    static const int size[3] = {2, 4, 8}; /* f16, f32, f64 */
-    const int64_t sc = a->neuron_stride, es = size[a->dtype];
-    int64_t first = offset, last = offset + (n - 1) * sc;
-    if (last < first) {
-        int64_t t = first;
-        first = last;
-        last = t;
-    }
-    if ((last - first) > 64 * n) return; /* far-apart neurons: not one segment */
-    for (int64_t b = first * es; b <= last * es; b += 64) __builtin_prefetch((const char *)a->data + b);
-#else
-    (void)a;
-    (void)offset;
-    (void)n;
-#endif
-}
-
-/* Count one row of slot indices (see estimate_row_*) of nb neurons: into the local histograms
- * `mem` (block x slots), or straight into counts / nans when there are none. */
-static void count_row(const int32_t *idx, int64_t nb, uint32_t *mem, int32_t B, int64_t *counts, int64_t *nans) {
-    if (mem) {
-        for (int64_t j = 0; j < nb; j++) mem[idx[j]]++;
-        return;
-    }
-    const int32_t slots = B + 1;
-    for (int64_t j = 0; j < nb; j++) {
-        int32_t b = idx[j] - (int32_t)j * slots;
-        if (b == B)
-            nans[j]++;
-        else
-            counts[j * (int64_t)B + b]++;
-    }
-}
-
-static void hist_by_row(void *ctx, int64_t c0, int64_t c1) {
-    const hist_job *job = ctx;
-    vdna_hist *h = job->h;
-    const vdna_acts *a = job->a;
-    const bin_consts *k = &job->k;
-    const int32_t B = (int32_t)h->bins;
-    const int64_t sc = a->neuron_stride;
-    const int64_t per_neuron = a->n_images * a->n_samples;
-    const int32_t slots = B + 1;
-    const int in_place = sc == 1 && (a->dtype == VDNA_F32 || a->dtype == VDNA_F64);
-    double row[NEURON_BLOCK], tile[NEURON_BLOCK * ROW_TILE];
-    int32_t idx[NEURON_BLOCK > ROW_TILE ? NEURON_BLOCK : ROW_TILE];
-    int64_t block = (int64_t)(LOCAL_BYTES / ((size_t)slots * sizeof(uint32_t)));
-    block = block < 1 ? 1 : block > NEURON_BLOCK ? NEURON_BLOCK : block;
-    uint32_t *mem = NULL;
-    if (per_neuron * 16 >= (int64_t)slots) mem = calloc((size_t)block * (size_t)slots, sizeof *mem);
-    int64_t nans[NEURON_BLOCK];
-    for (int64_t cb = c0; cb < c1; cb += block) {
-        const int64_t nb = c1 - cb < block ? c1 - cb : block;
-        int64_t *counts = h->counts + cb * (int64_t)B;
-        int64_t rows = 0; /* since the last flush: each adds at most 1 to a local slot */
-        memset(nans, 0, sizeof nans);
-        for (int64_t n = 0; n < a->n_images; n++) {
-            for (int64_t p0 = 0; p0 < a->n_samples; p0 += ROW_TILE) {
-                const int64_t tl = a->n_samples - p0 < ROW_TILE ? a->n_samples - p0 : ROW_TILE;
-                for (int64_t r = 0; r < tl; r++) {
-                    int64_t off = n * a->image_stride + vdna_acts_sample_offset(a, p0 + r) + cb * sc;
-                    if (p0 + r + PREFETCH_ROWS < a->n_samples) /* rows far apart defeat the hardware prefetcher */
-                        prefetch_segment(a, n * a->image_stride + vdna_acts_sample_offset(a, p0 + r + PREFETCH_ROWS) + cb * sc, nb);
-                    if (in_place) {
-                        if (a->dtype == VDNA_F32)
-                            bin_row((const float *)a->data + off, NULL, nb, h->centre + cb, h->half + cb, h->recip + cb, k,
-                                    slots, idx);
-                        else
-                            bin_row(NULL, (const double *)a->data + off, nb, h->centre + cb, h->half + cb, h->recip + cb, k,
-                                    slots, idx);
-                        count_row(idx, nb, mem, B, counts, nans);
-                    } else {
-                        vdna_load_block(row, a->data, a->dtype, off, sc, nb);
-                        for (int64_t j = 0; j < nb; j++) tile[j * ROW_TILE + r] = row[j];
-                    }
-                }
-                if (!in_place) {
-                    for (int64_t j = 0; j < nb; j++) {
-                        bin_values(NULL, tile + j * ROW_TILE, tl, h, cb + j, k, idx);
-                        for (int64_t q = 0; q < tl; q++) idx[q] += (int32_t)j * slots;
-                        if (mem)
-                            for (int64_t q = 0; q < tl; q++) mem[idx[q]]++;
-                        else
-                            for (int64_t q = 0; q < tl; q++) {
-                                int32_t b = idx[q] - (int32_t)j * slots;
-                                if (b == B) nans[j]++;
-                                else counts[j * (int64_t)B + b]++;
-                            }
-                    }
-                }
-                rows += tl;
-                if (mem && rows > (int64_t)UINT32_MAX - ROW_TILE) {
-                    for (int64_t j = 0; j < nb; j++) flush_slots(mem + j * slots, B, counts + j * (int64_t)B, &nans[j]);
-                    rows = 0;
-                }
+        double fastest = INFINITY;
+        for (int k = 0; k < N_KERNELS; k++)
+            if (kernel_compiled(k) && kernel_runs(k) && best[k][0] + best[k][1] <= fastest) {
+                fastest = best[k][0] + best[k][1];
+                measured_kernel = k;
             }
-        }
-        for (int64_t j = 0; j < nb; j++) {
-            if (mem) flush_slots(mem + j * slots, B, counts + j * (int64_t)B, &nans[j]);
-            h->nan_counts[cb + j] += nans[j];
-        }
     }
-    free(mem);
+    vdna_hist_free(hc);
+    vdna_hist_free(ht);
+    free(ch);
+    free(tok);
 }
 
-/* Tokens / channels-last float32 with unit neuron stride, the common case: blocks of LANES
- * neurons (one 64-byte row segment per sample position, one AVX-512 vector) are walked over every
- * sample position of the batch with their LANES local histograms, 16-bit so that they stay in L1
- * (flushed at least every 65535 positions: a position adds 1 to one slot of each neuron). Each call
- * of the kernel bins a chunk of positions of one image. Here (portable path) blocks start at a
- * thread's first neuron and the neurons left over (fewer than LANES at the end of its range) go
- * through hist_by_row; the AVX-512 path (hist_by_lanes_avx512) aligns blocks to lines instead. */
-#define LANES 16
-#define CHUNK_ROWS 128
-#define LANE_PREFETCH 12 /* positions ahead */
-#define LANES_LOCAL_BYTES (1 << 21)
-
-VDNA_MULTIVERSION
-static int32_t estimate_lanes_f32(const float *base, const int64_t *soff, int64_t q0, int64_t nq, int64_t n_samples,
-                                  const float *next, const float *cf, const float *gf, const float *df,
-                                  const int32_t *zb, int32_t bins, int32_t slots, int32_t *idx) {
-    float c[LANES], g[LANES], dl[LANES], om[LANES];
-    int32_t z[LANES];
-    for (int j = 0; j < LANES; j++) {
-        c[j] = cf[j];
-        g[j] = gf[j];
-        dl[j] = df[j];
-        om[j] = 1.0f - df[j];
-        z[j] = zb[j];
-    }
-    const float hb = (float)bins * 0.5f, top = (float)bins + 0.5f;
-    const int32_t last = bins - 1;
-    int32_t any = 0;
-    for (int64_t q = 0; q < nq; q++) {
-        int64_t ahead = q0 + q + LANE_PREFETCH;
-#if defined(__GNUC__)
-        /* positions are far apart (a row of all neurons between them): prefetch by hand */
-        if (ahead < n_samples)
-            __builtin_prefetch(base + soff[ahead]), __builtin_prefetch(base + soff[ahead] + LANES - 1);
-        else if (next && ahead - n_samples < n_samples)
-            __builtin_prefetch(next + soff[ahead - n_samples]), __builtin_prefetch(next + soff[ahead - n_samples] + LANES - 1);
-#else
-        (void)next;
-        (void)n_samples;
-#endif
-        const float *v = base + soff[q0 + q];
-        for (int j = 0; j < LANES; j++) {
-            /* the float32 estimate (f32_estimate_init), then as in `estimate` */
-            float w = (v[j] - c[j]) * g[j] + hb;
-            int32_t isnan_ = w != w;
-            w = w > -0.5f ? w : -0.5f;
-            w = w < top ? w : top;
-            int32_t b = (int32_t)w;
-            float f = w - (float)b;
-            int32_t zero = v[j] == 0.0f;
-            int32_t near = (((f <= dl[j]) & (f >= -dl[j])) | (f >= om[j])) & !zero;
-            b = b > last ? last : b;
-            b = isnan_ ? bins : b;
-            b = zero ? z[j] : b;
-            idx[q * LANES + j] = near ? -1 : j * slots + b;
-            any |= near;
-        }
-    }
-    return any;
+/* The kernel of this update (measuring "auto" on first use), or K_BAD_ENV. */
+static int update_kernel(void) {
+    int k = current_request();
+    if (k != K_AUTO) return k;
+    pthread_once(&measure_once, measure_kernels);
+    return measured_kernel;
 }
 
-/* Add the local histograms of lanes [jlo, jhi) (neurons cb + j; slot j * stride + bin, NaN slot B)
- * to the counts and clear them (touched bin range only). */
-static void flush_lanes(uint16_t *mem, int32_t stride, vdna_hist *h, int64_t cb, int jlo, int jhi, int64_t *nans) {
-    const int32_t B = (int32_t)h->bins;
-    for (int j = jlo; j < jhi; j++) {
-        uint16_t *s = mem + (size_t)j * (size_t)stride;
-        int64_t *cj = h->counts + (cb + j) * (int64_t)B;
-        int32_t lo = 0, hi = B - 1;
-        while (lo < B && s[lo] == 0) lo++;
-        while (hi > lo && s[hi] == 0) hi--;
-        for (int32_t b = lo; b <= hi && lo < B; b++) cj[b] += s[b];
-        if (lo < B) memset(s + lo, 0, (size_t)(hi - lo + 1) * sizeof *s);
-        nans[j] += s[B];
-        s[B] = 0;
+const char *vdna_hist_kernel(void) {
+    vdna_clear_error();
+    int k = update_kernel();
+    if (k == K_BAD_ENV) {
+        unusable_kernel("VDNA_HIST_KERNEL=", getenv("VDNA_HIST_KERNEL"));
+        return NULL;
     }
+    return kernel_names[k];
 }
 
-static void hist_by_lanes(void *ctx, int64_t c0, int64_t c1) {
-    const hist_job *job = ctx;
-    vdna_hist *h = job->h;
-    const vdna_acts *a = job->a;
-    const int32_t B = (int32_t)h->bins, slots = B + 1;
-    const int64_t S = a->n_samples;
-    const int64_t c_end = c0 + (c1 - c0) / LANES * LANES;
-    int64_t *soff = malloc((size_t)S * sizeof *soff);
-    uint16_t *mem = calloc((size_t)LANES * (size_t)slots, sizeof *mem);
-    if (soff == NULL || mem == NULL || c_end == c0) { /* the general path gives the same counts */
-        free(soff);
-        free(mem);
-        hist_by_row(ctx, c0, c1);
-        return;
-    }
-    for (int64_t p = 0; p < S; p++) soff[p] = vdna_acts_sample_offset(a, p);
-    int32_t idx[CHUNK_ROWS * LANES];
-    const float *data = a->data;
-    for (int64_t cb = c0; cb < c_end; cb += LANES) {
-        int64_t nans[LANES] = {0};
-        int64_t rows = 0; /* since the last flush */
-        for (int64_t n = 0; n < a->n_images; n++) {
-            const float *base = data + n * a->image_stride + cb;
-            const float *next = n + 1 < a->n_images ? base + a->image_stride : NULL;
-            for (int64_t q0 = 0; q0 < S; q0 += CHUNK_ROWS) {
-                const int64_t nq = S - q0 < CHUNK_ROWS ? S - q0 : CHUNK_ROWS;
-                if (rows + nq > UINT16_MAX) {
-                    flush_lanes(mem, slots, h, cb, 0, LANES, nans);
-                    rows = 0;
-                }
-                int32_t any = estimate_lanes_f32(base, soff, q0, nq, S, next, h->cf + cb, h->gf + cb, h->df + cb,
-                                             h->zb + cb, B, slots, idx);
-                if (any) {
-                    for (int64_t i = 0; i < nq * LANES; i++) {
-                        if (idx[i] >= 0) continue;
-                        int64_t j = i % LANES;
-                        double x = (double)base[soff[q0 + i / LANES] + j];
-                        idx[i] = (int32_t)j * slots + exact_bin(x, h->centre[cb + j], h->half[cb + j], B);
-                    }
-                }
-                for (int64_t i = 0; i < nq * LANES; i++) mem[idx[i]]++;
-                rows += nq;
-            }
-        }
-        flush_lanes(mem, slots, h, cb, 0, LANES, nans);
-        for (int j = 0; j < LANES; j++) h->nan_counts[cb + j] += nans[j];
-    }
-    free(soff);
-    free(mem);
-    if (c_end < c1) hist_by_row(ctx, c_end, c1);
-}
-
-#ifdef VDNA_HAVE_AVX512_KERNEL
-/* The AVX-512 lanes path. Blocks are the 64-byte lines of a row (16 neurons), not runs of 16
- * neurons from the first one: a NumPy array usually starts 16 bytes into a line, and a block
- * straddling two lines reads twice the memory (measured: ~15% of the tokens time). The lanes of
- * a block outside the neurons of the call are masked off and counted into a pad slot that is never
- * read. Estimate and exact redo are fused per position (no second pass over the slot indices to
- * find the unsure ones). Counting stays a scalar loop over the slot indices of a chunk: measured
- * against a gather / +1 / scatter of the 16 counters of a position (the lanes hit 16 different
- * histograms), it is as fast on data from memory and ~20% faster on data in cache. */
-typedef struct {
-    float cf[LANES], gf[LANES], df[LANES];
-    int32_t zb[LANES];
-    double centre[LANES], half[LANES];
-} lane_params;
-
-/* Broadcast constants of lane_slots. */
-typedef struct {
-    __m512i laneoff, zslot, last;
-    __m512 c, g, d, hb, lo, top;
-} lane_consts;
-
-/* Slot indices (lane j: j * stride + bin) of the 16 values at v (live lanes only): the float32
- * estimate of estimate_lanes_f32, with the same operations in the same order; "near" and NaN as in
- * pack_nonzero_f32_avx512 (NaN is "near", and the exact redo gives it the NaN slot); exact zeros
- * take zb. */
-__attribute__((target("avx512f,avx512dq"), always_inline))
-static inline __m512i lane_slots(const float *v, const lane_consts *k, const lane_params *lp, __mmask16 live,
-                                 int32_t bins, int32_t stride) {
-    const __m512 x = _mm512_maskz_loadu_ps(live, v);
-    const __mmask16 isz = _mm512_mask_cmp_ps_mask(live, x, _mm512_setzero_ps(), _CMP_EQ_OQ);
-    __m512 w = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x, k->c), k->g), k->hb);
-    w = _mm512_min_ps(k->top, _mm512_max_ps(k->lo, w));
-    __m512i b = _mm512_add_epi32(_mm512_min_epi32(_mm512_cvttps_epi32(w), k->last), k->laneoff);
-    const __m512 r = _mm512_abs_ps(_mm512_reduce_ps(w, _MM_FROUND_TO_NEAREST_INT));
-    const __mmask16 near = _mm512_mask_cmp_ps_mask(live & (__mmask16)~isz, r, k->d, _CMP_NGT_UQ);
-    b = _mm512_mask_mov_epi32(b, isz, k->zslot);
-    if (near) { /* rare (about 2 delta per value): redo those lanes exactly */
-        int32_t t[LANES];
-        _mm512_storeu_si512((void *)t, b);
-        for (unsigned m = near; m; m &= m - 1) {
-            const int j = __builtin_ctz(m);
-            t[j] = j * stride + exact_bin((double)v[j], lp->centre[j], lp->half[j], bins);
-        }
-        b = _mm512_loadu_si512((const void *)t);
-    }
-    return b;
-}
-
-/* Positions q0..q0+nq of one image, counted into mem (LANES histograms of `stride` slots).
- * first + soff[q]: the first live lane (lane `shift`) at position q; lane j reads 4 (j - shift)
- * bytes from there (masked-off lanes read nothing). */
-__attribute__((target("avx512f,avx512dq")))
-static void count_lanes_f32_avx512(const float *first, int shift, const int64_t *soff, int64_t q0, int64_t nq,
-                                   int64_t n_samples, const float *next, const lane_params *lp, __mmask16 live,
-                                   int32_t bins, int32_t stride, uint16_t *mem) {
-    lane_consts k;
-    k.laneoff = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                   _mm512_set1_epi32(stride));
-    k.c = _mm512_loadu_ps(lp->cf);
-    k.g = _mm512_loadu_ps(lp->gf);
-    k.d = _mm512_loadu_ps(lp->df);
-    k.hb = _mm512_set1_ps((float)bins * 0.5f);
-    k.lo = _mm512_set1_ps(-0.5f);
-    k.top = _mm512_set1_ps((float)bins + 0.5f);
-    k.zslot = _mm512_add_epi32(_mm512_loadu_si512((const void *)lp->zb), k.laneoff);
-    k.last = _mm512_set1_epi32(bins - 1);
-    const __m512i pad = _mm512_add_epi32(k.laneoff, _mm512_set1_epi32(bins + 1));
-    const uintptr_t back = (uintptr_t)shift * sizeof(float);
-    int32_t idx[CHUNK_ROWS * LANES];
-    for (int64_t q = q0; q < q0 + nq; q++) {
-        /* positions are far apart (a row of all neurons between them): prefetch by hand, both
-         * ends of the block (one line when it is aligned) */
-        const int64_t ahead = q + LANE_PREFETCH;
-        const float *pf = ahead < n_samples ? first + soff[ahead]
-                          : next && ahead - n_samples < n_samples ? next + soff[ahead - n_samples] : NULL;
-        if (pf) {
-            const uintptr_t pa = (uintptr_t)pf - back;
-            _mm_prefetch((const char *)pa, _MM_HINT_T0);
-            _mm_prefetch((const char *)(pa + (LANES - 1) * sizeof(float)), _MM_HINT_T0);
-        }
-        const float *v = (const float *)((uintptr_t)(first + soff[q]) - back); /* lane 0 */
-        const __m512i b = _mm512_mask_mov_epi32(pad, live, lane_slots(v, &k, lp, live, bins, stride));
-        _mm512_storeu_si512((void *)(idx + (q - q0) * LANES), b);
-    }
-    for (int64_t i = 0; i < nq * LANES; i++) mem[idx[i]]++;
-}
-
-/* Neurons [c0, c1) (float32, unit neuron stride), in blocks of 16 that start at neuron
- * cb = c0 - off, off = the lanes before c0 in c0's block (see lanes_phase). */
-static void hist_by_lanes_avx512(const hist_job *job, int64_t c0, int64_t c1) {
-    vdna_hist *h = job->h;
-    const vdna_acts *a = job->a;
-    const int32_t B = (int32_t)h->bins, stride = B + 2; /* B bins, NaN slot, pad slot */
-    const int64_t S = a->n_samples;
-    int64_t *soff = malloc((size_t)S * sizeof *soff);
-    uint16_t *mem = calloc((size_t)LANES * (size_t)stride, sizeof *mem);
-    if (soff == NULL || mem == NULL) { /* the general path gives the same counts */
-        free(soff);
-        free(mem);
-        hist_by_row((void *)job, c0, c1);
-        return;
-    }
-    for (int64_t p = 0; p < S; p++) soff[p] = vdna_acts_sample_offset(a, p);
-    const float *data = a->data;
-    for (int64_t lo = c0; lo < c1;) {
-        /* live lanes [jlo, jhi) of the block, neurons lo .. lo + jhi - jlo */
-        const int jlo = (int)((job->phase + lo) % LANES);
-        const int jhi = c1 - lo < LANES - jlo ? jlo + (int)(c1 - lo) : LANES;
-        const int64_t cb = lo - jlo; /* neuron of lane 0 (may lie before neuron 0) */
-        const __mmask16 live = (__mmask16)((0xFFFFu >> (LANES - (jhi - jlo))) << jlo);
-        lane_params lp;
-        for (int j = 0; j < LANES; j++) {
-            const int in = j >= jlo && j < jhi;
-            lp.cf[j] = in ? h->cf[cb + j] : 0.0f;
-            lp.gf[j] = in ? h->gf[cb + j] : 0.0f;
-            lp.df[j] = in ? h->df[cb + j] : 1.0f;
-            lp.zb[j] = in ? h->zb[cb + j] : 0;
-            lp.centre[j] = in ? h->centre[cb + j] : 0.0;
-            lp.half[j] = in ? h->half[cb + j] : 1.0;
-        }
-        int64_t nans[LANES] = {0};
-        int64_t rows = 0; /* since the last flush */
-        for (int64_t n = 0; n < a->n_images; n++) {
-            const float *first = data + n * a->image_stride + lo;
-            const float *next = n + 1 < a->n_images ? first + a->image_stride : NULL;
-            for (int64_t q0 = 0; q0 < S; q0 += CHUNK_ROWS) {
-                const int64_t nq = S - q0 < CHUNK_ROWS ? S - q0 : CHUNK_ROWS;
-                if (rows + nq > UINT16_MAX) {
-                    flush_lanes(mem, stride, h, cb, jlo, jhi, nans);
-                    rows = 0;
-                }
-                count_lanes_f32_avx512(first, jlo, soff, q0, nq, S, next, &lp, live, B, stride, mem);
-                rows += nq;
-            }
-        }
-        flush_lanes(mem, stride, h, cb, jlo, jhi, nans);
-        for (int j = jlo; j < jhi; j++) h->nan_counts[cb + j] += nans[j];
-        lo += jhi - jlo;
-    }
-    free(soff);
-    free(mem);
-}
-
-/* Lanes of the first neuron's block: (address of neuron 0 in 4-byte units) mod 16 when every row
- * starts at the same offset in its 64-byte line, else 0 (blocks from neuron 0). */
-static int64_t lanes_phase(const vdna_acts *a) {
-    const uintptr_t addr = (uintptr_t)a->data;
-    if (addr % sizeof(float) != 0 || a->image_stride % LANES != 0) return 0;
-    for (int64_t p = 0; p < a->n_samples; p++)
-        if (vdna_acts_sample_offset(a, p) % LANES != 0) return 0;
-    return (int64_t)((addr / sizeof(float)) % LANES);
-}
-
-/* vdna_parallel_for over the blocks of the AVX-512 lanes path: block k holds neurons
- * [16 k - phase, 16 k + 16 - phase) clipped to the layer. */
-static void hist_by_lane_blocks(void *ctx, int64_t k0, int64_t k1) {
-    const hist_job *job = ctx;
-    int64_t c0 = k0 * LANES - job->phase, c1 = k1 * LANES - job->phase;
-    c0 = c0 < 0 ? 0 : c0;
-    c1 = c1 > job->h->n_neurons ? job->h->n_neurons : c1;
-    if (c0 < c1) hist_by_lanes_avx512(job, c0, c1);
-}
-#endif
-
+/* ---------------------------------------------------------------- update */
 vdna_status vdna_hist_update(vdna_hist *h, const vdna_array *x) {
     vdna_clear_error();
     if (h == NULL) return vdna_fail(VDNA_ERR_ARG, "hist update: NULL accumulator");
     vdna_acts a;
     vdna_status st = vdna_acts_describe(x, h->layout, h->n_neurons, &a);
     if (st != VDNA_OK) return st;
+    if (current_request() == K_BAD_ENV) return unusable_kernel("VDNA_HIST_KERNEL=", getenv("VDNA_HIST_KERNEL"));
     if (a.n_images == 0) return VDNA_OK;
-    hist_job job = {h, &a, bin_consts_init(h), 0};
+    /* kernels only differ on float32 input: no measurement for other dtypes */
+    hist_job job = {h, &a, vdna_hist_bin_consts(h), a.dtype == VDNA_F32 ? simd_kernel(update_kernel()) : NULL, 0};
     int64_t per_neuron = a.n_images * a.n_samples;
     int64_t min_chunk = per_neuron >= 8192 ? 1 : 8192 / per_neuron;
-    vdna_range_fn fn = hist_by_neuron;
+    vdna_range_fn fn = vdna_hist_by_neuron;
     if (a.by_rows) {
         /* 16-lane blocks: float32, unit neuron stride, enough values per neuron for local
          * histograms, and LANES of them small enough */
         int lanes = a.dtype == VDNA_F32 && a.neuron_stride == 1 && per_neuron * 16 >= h->bins + 1 &&
                     (h->bins + 1) * LANES * (int64_t)sizeof(uint16_t) <= LANES_LOCAL_BYTES;
-        fn = lanes ? hist_by_lanes : hist_by_row;
-#ifdef VDNA_HAVE_AVX512_KERNEL
-        if (lanes && use_avx512()) { /* parallel over whole blocks (lines) */
-            job.phase = lanes_phase(&a);
+        fn = lanes ? vdna_hist_by_lanes : vdna_hist_by_row;
+        if (lanes && job.simd != NULL) { /* parallel over whole blocks (lines) */
+            job.phase = vdna_hist_lanes_phase(&a);
             int64_t n_blocks = (h->n_neurons + job.phase + LANES - 1) / LANES;
-            st = vdna_parallel_for(n_blocks, (min_chunk + LANES - 1) / LANES, hist_by_lane_blocks, &job);
+            st = vdna_parallel_for(n_blocks, (min_chunk + LANES - 1) / LANES, vdna_hist_by_lane_blocks, &job);
             if (st != VDNA_OK) return st;
             h->num_images += a.n_images;
             return VDNA_OK;
         }
-#endif
     }
     st = vdna_parallel_for(h->n_neurons, min_chunk, fn, &job);
     if (st != VDNA_OK) return st;
@@ -1062,20 +397,29 @@ void vdna_hist_reset(vdna_hist *h) {
     h->num_images = 0;
 }
 
-void vdna_hist_counts(const vdna_hist *h, int64_t *counts) {
+vdna_status vdna_hist_counts(const vdna_hist *h, int64_t *counts) {
+    vdna_clear_error();
+    if (h == NULL || counts == NULL) return vdna_fail(VDNA_ERR_ARG, "hist counts: NULL argument");
     memcpy(counts, h->counts, (size_t)(h->n_neurons * h->bins) * sizeof(int64_t));
+    return VDNA_OK;
 }
 
-void vdna_hist_nan_counts(const vdna_hist *h, int64_t *nan_counts) {
+vdna_status vdna_hist_nan_counts(const vdna_hist *h, int64_t *nan_counts) {
+    vdna_clear_error();
+    if (h == NULL || nan_counts == NULL) return vdna_fail(VDNA_ERR_ARG, "hist nan_counts: NULL argument");
     memcpy(nan_counts, h->nan_counts, (size_t)h->n_neurons * sizeof(int64_t));
+    return VDNA_OK;
 }
 
-void vdna_hist_ranges(const vdna_hist *h, double *mins, double *maxs) {
+vdna_status vdna_hist_ranges(const vdna_hist *h, double *mins, double *maxs) {
+    vdna_clear_error();
+    if (h == NULL) return vdna_fail(VDNA_ERR_ARG, "hist ranges: NULL accumulator");
     if (mins) memcpy(mins, h->mins, (size_t)h->n_neurons * sizeof(double));
     if (maxs) memcpy(maxs, h->maxs, (size_t)h->n_neurons * sizeof(double));
+    return VDNA_OK;
 }
 
-int64_t vdna_hist_num_images(const vdna_hist *h) { return h->num_images; }
-int64_t vdna_hist_n_neurons(const vdna_hist *h) { return h->n_neurons; }
-int64_t vdna_hist_bins(const vdna_hist *h) { return h->bins; }
-vdna_layout vdna_hist_layout(const vdna_hist *h) { return h->layout; }
+int64_t vdna_hist_num_images(const vdna_hist *h) { return h ? h->num_images : -1; }
+int64_t vdna_hist_n_neurons(const vdna_hist *h) { return h ? h->n_neurons : -1; }
+int64_t vdna_hist_bins(const vdna_hist *h) { return h ? h->bins : -1; }
+vdna_layout vdna_hist_layout(const vdna_hist *h) { return h ? h->layout : (vdna_layout)-1; }

@@ -21,13 +21,14 @@ void vdna_copy_nan_counts(int64_t *dst, const int64_t *nan_counts, int64_t n);
 
 /* Run fn(ctx, begin, end) over [0, n_items) split into contiguous chunks, on up to
  * vdna_get_num_threads() threads (the calling thread takes a share). Chunks are deterministic
- * given n_items and min_chunk; results must not depend on how many threads ran them.
- * Returns VDNA_OK or VDNA_ERR_THREAD (then nothing ran) . */
+ * given n_items and min_chunk; results must not depend on how many threads ran them. A worker
+ * thread that cannot be started (pthread_create fails, e.g. at a process or container thread
+ * limit) has its chunk run by the calling thread: slower, same results. Returns VDNA_OK, or
+ * VDNA_ERR_NOMEM (then nothing ran). */
 typedef void (*vdna_range_fn)(void *ctx, int64_t begin, int64_t end);
 vdna_status vdna_parallel_for(int64_t n_items, int64_t min_chunk, vdna_range_fn fn, void *ctx);
 
-/* Element loader for vdna_array data: value at a flat element offset, converted to double. */
-double vdna_load_f64(const void *data, vdna_dtype dtype, int64_t offset);
+/* An IEEE binary16 value (bits) as double, exactly. */
 double vdna_half_to_double(uint16_t h);
 
 /* ---------------------------------------------------------------- BLAS / LAPACK
@@ -50,11 +51,6 @@ void VDNA_F77(dgemm)(const char *transa, const char *transb, const vdna_blas_int
                      const vdna_blas_int *ldc);
 void VDNA_F77(dsyevd)(const char *jobz, const char *uplo, const vdna_blas_int *n, double *a,
                       const vdna_blas_int *lda, double *w, double *work, const vdna_blas_int *lwork,
-                      vdna_blas_int *iwork, const vdna_blas_int *liwork, vdna_blas_int *info);
-void VDNA_F77(dsyevr)(const char *jobz, const char *range, const char *uplo, const vdna_blas_int *n, double *a,
-                      const vdna_blas_int *lda, const double *vl, const double *vu, const vdna_blas_int *il,
-                      const vdna_blas_int *iu, const double *abstol, vdna_blas_int *m, double *w, double *z,
-                      const vdna_blas_int *ldz, vdna_blas_int *isuppz, double *work, const vdna_blas_int *lwork,
                       vdna_blas_int *iwork, const vdna_blas_int *liwork, vdna_blas_int *info);
 
 #endif

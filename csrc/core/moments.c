@@ -148,6 +148,7 @@ void vdna_moments_reset(vdna_moments *m) {
 
 vdna_status vdna_moments_mean(const vdna_moments *m, double *mean) {
     vdna_clear_error();
+    if (m == NULL || mean == NULL) return vdna_fail(VDNA_ERR_ARG, "moments mean: NULL argument");
     if (m->count == 0) return vdna_fail(VDNA_ERR_EMPTY, "moments: no images accumulated");
     memcpy(mean, m->mean, (size_t)m->n_neurons * sizeof(double));
     return VDNA_OK;
@@ -155,15 +156,19 @@ vdna_status vdna_moments_mean(const vdna_moments *m, double *mean) {
 
 vdna_status vdna_moments_var(const vdna_moments *m, double *var) {
     vdna_clear_error();
+    if (m == NULL || var == NULL) return vdna_fail(VDNA_ERR_ARG, "moments var: NULL argument");
     if (m->count == 0) return vdna_fail(VDNA_ERR_EMPTY, "moments: no images accumulated");
     for (int64_t c = 0; c < m->n_neurons; c++) var[c] = m->count == 1 ? 0.0 : m->m2[c] / (double)(m->count - 1);
     return VDNA_OK;
 }
 
-void vdna_moments_state(const vdna_moments *m, int64_t *count, double *mean, double *m2) {
+vdna_status vdna_moments_state(const vdna_moments *m, int64_t *count, double *mean, double *m2) {
+    vdna_clear_error();
+    if (m == NULL) return vdna_fail(VDNA_ERR_ARG, "moments state: NULL accumulator");
     if (count) *count = m->count;
     if (mean) memcpy(mean, m->mean, (size_t)m->n_neurons * sizeof(double));
     if (m2) memcpy(m2, m->m2, (size_t)m->n_neurons * sizeof(double));
+    return VDNA_OK;
 }
 
 vdna_status vdna_moments_set_state(vdna_moments *m, int64_t count, const double *mean, const double *m2,
@@ -188,9 +193,12 @@ vdna_status vdna_moments_set_state(vdna_moments *m, int64_t count, const double 
     return VDNA_OK;
 }
 
-void vdna_moments_nan_counts(const vdna_moments *m, int64_t *nan_counts) {
+vdna_status vdna_moments_nan_counts(const vdna_moments *m, int64_t *nan_counts) {
+    vdna_clear_error();
+    if (m == NULL || nan_counts == NULL) return vdna_fail(VDNA_ERR_ARG, "moments nan_counts: NULL argument");
     memcpy(nan_counts, m->nan_counts, (size_t)m->n_neurons * sizeof(int64_t));
+    return VDNA_OK;
 }
-int64_t vdna_moments_num_images(const vdna_moments *m) { return m->count; }
-int64_t vdna_moments_n_neurons(const vdna_moments *m) { return m->n_neurons; }
-vdna_layout vdna_moments_layout(const vdna_moments *m) { return m->layout; }
+int64_t vdna_moments_num_images(const vdna_moments *m) { return m ? m->count : -1; }
+int64_t vdna_moments_n_neurons(const vdna_moments *m) { return m ? m->n_neurons : -1; }
+vdna_layout vdna_moments_layout(const vdna_moments *m) { return m ? m->layout : (vdna_layout)-1; }

@@ -156,6 +156,7 @@ void vdna_ranges_reset(vdna_ranges *r) {
 
 vdna_status vdna_ranges_minmax(const vdna_ranges *r, double *mins, double *maxs) {
     vdna_clear_error();
+    if (r == NULL) return vdna_fail(VDNA_ERR_ARG, "ranges minmax: NULL accumulator");
     if (r->num_images == 0) return vdna_fail(VDNA_ERR_EMPTY, "ranges: no images accumulated");
     for (int64_t c = 0; c < r->n_neurons; c++) {
         int none = r->mins[c] > r->maxs[c];
@@ -193,9 +194,12 @@ vdna_status vdna_ranges_set_state(vdna_ranges *r, int64_t num_images, const doub
     return VDNA_OK;
 }
 
-void vdna_ranges_nan_counts(const vdna_ranges *r, int64_t *nan_counts) {
+vdna_status vdna_ranges_nan_counts(const vdna_ranges *r, int64_t *nan_counts) {
+    vdna_clear_error();
+    if (r == NULL || nan_counts == NULL) return vdna_fail(VDNA_ERR_ARG, "ranges nan_counts: NULL argument");
     memcpy(nan_counts, r->nan_counts, (size_t)r->n_neurons * sizeof(int64_t));
+    return VDNA_OK;
 }
-int64_t vdna_ranges_num_images(const vdna_ranges *r) { return r->num_images; }
-int64_t vdna_ranges_n_neurons(const vdna_ranges *r) { return r->n_neurons; }
-vdna_layout vdna_ranges_layout(const vdna_ranges *r) { return r->layout; }
+int64_t vdna_ranges_num_images(const vdna_ranges *r) { return r ? r->num_images : -1; }
+int64_t vdna_ranges_n_neurons(const vdna_ranges *r) { return r ? r->n_neurons : -1; }
+vdna_layout vdna_ranges_layout(const vdna_ranges *r) { return r ? r->layout : (vdna_layout)-1; }

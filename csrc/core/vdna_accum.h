@@ -11,7 +11,9 @@
  * per neuron, the NaN values it saw ("nan counts").
  * Merging two accumulators of disjoint image sets equals accumulating their union: exactly for
  * counts and min/max, to rounding for moments and covariance. Results never depend on the number
- * of threads (vdna_set_num_threads). Read-outs write into caller-provided buffers. */
+ * of threads (vdna_set_num_threads). Read-outs write into caller-provided buffers and return
+ * VDNA_ERR_ARG for a NULL accumulator or a NULL required buffer (optional ones are named so);
+ * the scalar getters (num_images, n_neurons, bins, layout) return -1 for a NULL accumulator. */
 #ifndef VDNA_ACCUM_H
 #define VDNA_ACCUM_H
 
@@ -48,15 +50,33 @@ vdna_status vdna_hist_add_counts(vdna_hist *h, const int64_t *counts, const int6
 void vdna_hist_reset(vdna_hist *h);
 
 /* Copy the counts (n_neurons x bins, row-major) / the NaN counts (n_neurons) / the ranges given
- * at creation (unscaled mins and maxs, n_neurons each). */
-void vdna_hist_counts(const vdna_hist *h, int64_t *counts);
-void vdna_hist_nan_counts(const vdna_hist *h, int64_t *nan_counts);
-void vdna_hist_ranges(const vdna_hist *h, double *mins, double *maxs);
+ * at creation (unscaled mins and maxs, n_neurons each; either may be NULL: not copied). */
+vdna_status vdna_hist_counts(const vdna_hist *h, int64_t *counts);
+vdna_status vdna_hist_nan_counts(const vdna_hist *h, int64_t *nan_counts);
+vdna_status vdna_hist_ranges(const vdna_hist *h, double *mins, double *maxs);
 
 int64_t vdna_hist_num_images(const vdna_hist *h);
 int64_t vdna_hist_n_neurons(const vdna_hist *h);
 int64_t vdna_hist_bins(const vdna_hist *h);
 vdna_layout vdna_hist_layout(const vdna_hist *h);
+
+/* ---- Advanced: the kernel of the float32 hot loops (process-wide). Kernels give identical
+ * counts and differ only in speed: "portable" (C), "avx2" and "avx512" (x86-64 intrinsics; AVX-512
+ * F and DQ). "auto", the default, times the kernels this CPU runs at the first float32 update
+ * (about a millisecond, once per process) and keeps the fastest. The environment variable
+ * VDNA_HIST_KERNEL (auto, portable, avx2, avx512), read at the first update, sets the choice;
+ * a value that is not a kernel this CPU runs makes every update fail with VDNA_ERR_ARG. */
+
+/* Use kernel `name` (or "auto") from now on; VDNA_ERR_ARG if it is unknown, or not compiled in, or
+ * this CPU does not run it (the message says which). Overrides VDNA_HIST_KERNEL. */
+vdna_status vdna_hist_set_kernel(const char *name);
+
+/* Name of the kernel that float32 updates use ("auto" resolved, measuring first if needed); NULL
+ * when VDNA_HIST_KERNEL is invalid (vdna_last_error() says why). */
+const char *vdna_hist_kernel(void);
+
+/* 1 when vdna_hist_set_kernel(name) would succeed, else 0. */
+int vdna_hist_kernel_available(const char *name);
 
 /* ================================================================ per-neuron moments */
 typedef struct vdna_moments_s vdna_moments;
@@ -80,14 +100,14 @@ void vdna_moments_reset(vdna_moments *m);
 vdna_status vdna_moments_mean(const vdna_moments *m, double *mean);
 vdna_status vdna_moments_var(const vdna_moments *m, double *var);
 
-/* Read / replace the state (count, mean, M2 = sum of squared deviations, per-neuron NaN counts).
- * set_state checks count >= 0, M2 >= 0 (NaN allowed: it may have propagated) and nan_counts >= 0
- * (NULL: zeros), and with count == 0 just resets. */
-void vdna_moments_state(const vdna_moments *m, int64_t *count, double *mean, double *m2);
+/* Read / replace the state (count, mean, M2 = sum of squared deviations, per-neuron NaN counts; in
+ * `state` each output may be NULL: not written). set_state checks count >= 0, M2 >= 0 (NaN allowed:
+ * it may have propagated) and nan_counts >= 0 (NULL: zeros), and with count == 0 just resets. */
+vdna_status vdna_moments_state(const vdna_moments *m, int64_t *count, double *mean, double *m2);
 vdna_status vdna_moments_set_state(vdna_moments *m, int64_t count, const double *mean, const double *m2,
                                    const int64_t *nan_counts);
 
-void vdna_moments_nan_counts(const vdna_moments *m, int64_t *nan_counts);
+vdna_status vdna_moments_nan_counts(const vdna_moments *m, int64_t *nan_counts);
 int64_t vdna_moments_num_images(const vdna_moments *m);
 int64_t vdna_moments_n_neurons(const vdna_moments *m);
 vdna_layout vdna_moments_layout(const vdna_moments *m);
@@ -115,13 +135,14 @@ vdna_status vdna_cov_mean(const vdna_cov *c, double *mean);
 vdna_status vdna_cov_cov(const vdna_cov *c, double *cov);
 
 /* Read / replace the state (count, mean, M2 = sum of outer products of deviations, n_neurons^2,
- * per-neuron NaN counts). set_state needs a symmetric M2 (to 1e-12 relative; the two triangles are
- * averaged), count >= 0 and nan_counts >= 0 (NULL: zeros), and with count == 0 just resets. */
-void vdna_cov_state(const vdna_cov *c, int64_t *count, double *mean, double *m2);
+ * per-neuron NaN counts; in `state` each output may be NULL: not written). set_state needs a
+ * symmetric M2 (to 1e-12 relative; the two triangles are averaged), count >= 0 and nan_counts >= 0
+ * (NULL: zeros), and with count == 0 just resets. */
+vdna_status vdna_cov_state(const vdna_cov *c, int64_t *count, double *mean, double *m2);
 vdna_status vdna_cov_set_state(vdna_cov *c, int64_t count, const double *mean, const double *m2,
                                const int64_t *nan_counts);
 
-void vdna_cov_nan_counts(const vdna_cov *c, int64_t *nan_counts);
+vdna_status vdna_cov_nan_counts(const vdna_cov *c, int64_t *nan_counts);
 int64_t vdna_cov_num_images(const vdna_cov *c);
 int64_t vdna_cov_n_neurons(const vdna_cov *c);
 vdna_layout vdna_cov_layout(const vdna_cov *c);
@@ -139,8 +160,8 @@ vdna_status vdna_ranges_update(vdna_ranges *r, const vdna_array *x);
 vdna_status vdna_ranges_merge(vdna_ranges *r, const vdna_ranges *other);
 void vdna_ranges_reset(vdna_ranges *r);
 
-/* Minimum and maximum per neuron; NaN for a neuron that saw only NaN. VDNA_ERR_EMPTY without
- * images. */
+/* Minimum and maximum per neuron (either output may be NULL: not written); NaN for a neuron
+ * that saw only NaN. VDNA_ERR_EMPTY without images. */
 vdna_status vdna_ranges_minmax(const vdna_ranges *r, double *mins, double *maxs);
 
 /* Replace the state. Each neuron needs min <= max, or both NaN (no value seen), and
@@ -148,7 +169,7 @@ vdna_status vdna_ranges_minmax(const vdna_ranges *r, double *mins, double *maxs)
 vdna_status vdna_ranges_set_state(vdna_ranges *r, int64_t num_images, const double *mins, const double *maxs,
                                   const int64_t *nan_counts);
 
-void vdna_ranges_nan_counts(const vdna_ranges *r, int64_t *nan_counts);
+vdna_status vdna_ranges_nan_counts(const vdna_ranges *r, int64_t *nan_counts);
 int64_t vdna_ranges_num_images(const vdna_ranges *r);
 int64_t vdna_ranges_n_neurons(const vdna_ranges *r);
 vdna_layout vdna_ranges_layout(const vdna_ranges *r);

@@ -24,7 +24,7 @@ extern "C" {
 #endif
 
 #define VDNA_CORE_VERSION_MAJOR 1
-#define VDNA_CORE_VERSION_MINOR 0
+#define VDNA_CORE_VERSION_MINOR 1
 
 /* ---------------------------------------------------------------- status codes */
 typedef enum {
@@ -37,7 +37,8 @@ typedef enum {
     VDNA_ERR_RANGE = 6,      /* activation ranges that are not finite or have min > max */
     VDNA_ERR_LAPACK = 7,     /* the linear-algebra back end reported a failure */
     VDNA_ERR_EMPTY = 8,      /* a result was asked of an accumulation with no images */
-    VDNA_ERR_THREAD = 9      /* a worker thread could not be started */
+    VDNA_ERR_THREAD = 9      /* reserved, not returned: a worker thread that cannot be started
+                              * has its share of the work done by the calling thread */
 } vdna_status;
 
 /* Short, static name of a status code ("ok", "invalid argument", ...). */
@@ -66,7 +67,7 @@ typedef struct {
 
 /* ---------------------------------------------------------------- threads */
 /* Number of worker threads the core may use (0 = one per online CPU, the default).
- * Results never depend on it. */
+ * Results never depend on it, nor on whether the threads could be started (see VDNA_ERR_THREAD). */
 void vdna_set_num_threads(int n);
 int vdna_get_num_threads(void);
 

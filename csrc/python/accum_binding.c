@@ -405,18 +405,9 @@ static PyObject *hist_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)alloc_accum(type, &hist_ops, h);
 }
 
-static vdna_status hist_counts_r(const void *s, void *out) {
-    vdna_hist_counts(s, out);
-    return VDNA_OK;
-}
-static vdna_status hist_mins_r(const void *s, void *out) {
-    vdna_hist_ranges(s, out, NULL);
-    return VDNA_OK;
-}
-static vdna_status hist_maxs_r(const void *s, void *out) {
-    vdna_hist_ranges(s, NULL, out);
-    return VDNA_OK;
-}
+static vdna_status hist_counts_r(const void *s, void *out) { return vdna_hist_counts(s, out); }
+static vdna_status hist_mins_r(const void *s, void *out) { return vdna_hist_ranges(s, out, NULL); }
+static vdna_status hist_maxs_r(const void *s, void *out) { return vdna_hist_ranges(s, NULL, out); }
 
 static PyObject *hist_get_counts(AccumObject *self, void *closure) {
     (void)closure;

@@ -35,9 +35,43 @@ static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs) {
     return PyLong_FromLong(vdna_get_num_threads());
 }
 
+static PyObject *py_set_hist_kernel(PyObject *self, PyObject *arg) {
+    (void)self;
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (name == NULL) return NULL;
+    vdna_status st = vdna_hist_set_kernel(name);
+    if (st != VDNA_OK) return vdna_py_raise(st, "set_hist_kernel");
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_hist_kernel(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    const char *name;
+    Py_BEGIN_ALLOW_THREADS
+    name = vdna_hist_kernel(); /* "auto" measures once: about a millisecond */
+    Py_END_ALLOW_THREADS
+    if (name == NULL) return vdna_py_raise(VDNA_ERR_ARG, "hist_kernel");
+    return PyUnicode_FromString(name);
+}
+
+static PyObject *py_hist_kernel_available(PyObject *self, PyObject *arg) {
+    (void)self;
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (name == NULL) return NULL;
+    return PyBool_FromLong(vdna_hist_kernel_available(name));
+}
+
 static PyMethodDef module_methods[] = {
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n): worker threads of the core (0 = one per CPU)."},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
+    {"set_hist_kernel", py_set_hist_kernel, METH_O,
+     "set_hist_kernel(name): kernel of the float32 histogram loops, 'auto', 'portable', 'avx2' or 'avx512' "
+     "(same counts, different speed; overrides $VDNA_HIST_KERNEL). ValueError if this CPU does not run it."},
+    {"hist_kernel", py_hist_kernel, METH_NOARGS,
+     "hist_kernel() -> str: the kernel float32 histogram updates use ('auto' resolved: measured once per process)."},
+    {"hist_kernel_available", py_hist_kernel_available, METH_O,
+     "hist_kernel_available(name) -> bool: whether set_hist_kernel(name) would succeed."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,8 +1,9 @@
 """Build the LibTorch shim (csrc/torch) against the torch that is imported, and cache it.
 
 ``pip install .`` needs no torch: the shim is compiled on first use (or by ``python -m
-vdna.backends.build``) with the system C++ compiler, against the headers and libraries of the
-imported torch. The result is cached under ``<cache>/shim/<key>/libvdna_shim.so`` where the key
+vdna.backends.build``) with the system C++ compiler ($CXX, else c++, g++ or clang++; $CXXFLAGS
+are added, e.g. -Werror in CI), against the headers and libraries of the imported torch. The
+result is cached under ``<cache>/shim/<key>/libvdna_shim.so`` where the key
 hashes the torch version, CUDA version, C++ ABI flag, compiler, flags and the shim's source, so a
 different torch or an edited source gets its own build. Builds run under a file lock and are moved
 into place atomically, so concurrent processes build once and never load a half-written library.
@@ -13,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -109,14 +111,24 @@ def _source_hash(src: Path) -> str:
     return h.hexdigest()
 
 
+def _extra_flags() -> List[str]:
+    """$CXXFLAGS, appended to the compiler's flags (CI adds -Werror)."""
+    return shlex.split(os.environ.get("CXXFLAGS", ""))
+
+
 def _command(cxx, cfg, source: Path, output: Path) -> List[str]:
-    cmd = list(cxx) + [cfg["std"], "-O2", "-fPIC", "-shared", "-fvisibility=hidden",
-                       f"-D_GLIBCXX_USE_CXX11_ABI={cfg['cxx11_abi']}"]
+    # -fvisibility-inlines-hidden: clang++ otherwise exports two instantiations of LibTorch inline
+    # functions besides our entry point (tests/test_shim.py checks the exports).
+    cmd = list(cxx) + [cfg["std"], "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
+                       "-Wall", "-Wextra", f"-D_GLIBCXX_USE_CXX11_ABI={cfg['cxx11_abi']}"] + _extra_flags()
     for inc in cfg["include_dirs"]:
         cmd += ["-isystem", inc]
-    cmd += [str(source), "-o", str(output), "-L" + cfg["lib_dir"], "-Wl,--no-as-needed"]
+    # GNU ld drops libraries no symbol refers to (--as-needed): keep torch's (torch_cuda registers
+    # the CUDA device). macOS's linker has no such option and keeps every library it is given.
+    gnu_ld = sys.platform != "darwin"
+    cmd += [str(source), "-o", str(output), "-L" + cfg["lib_dir"]] + (["-Wl,--no-as-needed"] if gnu_ld else [])
     cmd += ["-l" + lib for lib in cfg["libs"]]
-    cmd += ["-Wl,--as-needed", "-Wl,-rpath," + cfg["lib_dir"]]
+    cmd += (["-Wl,--as-needed"] if gnu_ld else []) + ["-Wl,-rpath," + cfg["lib_dir"]]
     return cmd
 
 

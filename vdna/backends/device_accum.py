@@ -21,7 +21,7 @@ The rules (shared/DESIGN.md "Normative semantics"), identical in csrc/torch/vdna
 Image counts are host integers (batch sizes are known on the host), so nothing here waits for the
 device until ``states()``.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
@@ -89,7 +89,6 @@ class LayerState:
     cov: Optional[Tuple[int, np.ndarray, np.ndarray]] = None  # (count, mean (C,), m2 (C, C))
     ranges: Optional[Tuple[int, np.ndarray, np.ndarray]] = None  # (num_images, mins, maxs)
     range_nan_counts: Optional[np.ndarray] = None  # (C,) int64
-    extra: Dict[str, object] = field(default_factory=dict)
 
     def merge_into(self, hist=None, moments=None, cov=None, ranges=None) -> None:
         """Merge this state into the core's accumulators (``vdna._core`` HistAccumulator, ...).

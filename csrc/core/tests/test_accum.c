@@ -185,18 +185,16 @@ static void test_hist_random(int64_t N, int64_t C, int64_t S, int64_t B) {
     free(rn);
 }
 
-/* ---------------------------------------------------------------- float32 ReLU runs, both kernels
- * On AVX-512 CPUs the channels path counts the exact zeros of float32 runs apart and packs the
- * other bins, and the tokens lanes use an intrinsics estimate (hist.c); elsewhere the portable
- * versions run. vdna_hist_test_kernels (internal, for tests only) forces either: 1 = AVX-512
- * (0 returned when the CPU lacks it), 2 = portable. */
-int vdna_hist_test_kernels(int mode);
-
-static int kernel_modes(int *modes) { /* the modes this CPU can run */
+/* ---------------------------------------------------------------- float32 ReLU runs, every kernel
+ * The float32 paths have a kernel per instruction set (hist_kernels.h): with an intrinsics kernel
+ * the channels path counts the exact zeros of float32 runs apart and packs the other bins, and the
+ * tokens lanes go through line-aligned blocks. The tests below run each kernel this CPU runs
+ * (vdna_hist_set_kernel), whatever VDNA_HIST_KERNEL says. */
+static int kernel_modes(const char **modes) { /* the kernels this CPU runs */
+    static const char *const all[3] = {"portable", "avx2", "avx512"};
     int n = 0;
-    modes[n++] = 2;
-    if (vdna_hist_test_kernels(1)) modes[n++] = 1;
-    vdna_hist_test_kernels(0);
+    for (int k = 0; k < 3; k++)
+        if (vdna_hist_kernel_available(all[k])) modes[n++] = all[k];
     return n;
 }
 
@@ -242,9 +240,10 @@ static void test_hist_relu_runs(int64_t N, int64_t C, int64_t S, int64_t B) {
     for (int64_t n = 0; n < N; n++)
         for (int64_t c = 0; c < C; c++)
             for (int64_t s = 0; s < S; s++) tok[(n * S + s) * C + c] = x[(n * C + c) * S + s];
-    int modes[2], n_modes = kernel_modes(modes);
+    const char *modes[3];
+    const int n_modes = kernel_modes(modes);
     for (int mi = 0; mi < n_modes; mi++) {
-        CHECK(vdna_hist_test_kernels(modes[mi]));
+        CHECK_OK(vdna_hist_set_kernel(modes[mi]));
         for (int threads = 1; threads <= 2; threads++) {
             vdna_set_num_threads(threads);
             for (int layout = 0; layout < 2; layout++)
@@ -261,7 +260,7 @@ static void test_hist_relu_runs(int64_t N, int64_t C, int64_t S, int64_t B) {
                     vdna_hist_nan_counts(h, nans);
                     if (!equal_i64(counts, rc, C * B) || !equal_i64(nans, rn, C)) {
                         failures++;
-                        fprintf(stderr, "relu runs (%lld, %lld, %lld) %s, B %lld, kernel mode %d, %d thread(s), cut %lld: counts differ\n",
+                        fprintf(stderr, "relu runs (%lld, %lld, %lld) %s, B %lld, kernel %s, %d thread(s), cut %lld: counts differ\n",
                                 (long long)N, (long long)C, (long long)S, layout ? "tokens" : "channels", (long long)B,
                                 modes[mi], threads, (long long)cut);
                     }
@@ -270,7 +269,7 @@ static void test_hist_relu_runs(int64_t N, int64_t C, int64_t S, int64_t B) {
         }
     }
     free(tok);
-    vdna_hist_test_kernels(0);
+    CHECK_OK(vdna_hist_set_kernel("auto"));
     vdna_set_num_threads(0);
     free(x);
     free(xd);
@@ -309,7 +308,8 @@ static void test_hist_lanes(int64_t N, int64_t T, int64_t C, int64_t row_len, in
     int offsets[16], n_off = 0;
     for (int o = 0; o < 16; o++)
         if (total <= 200000 || o % 5 == 0 || o == 15) offsets[n_off++] = o;
-    int modes[2], n_modes = kernel_modes(modes);
+    const char *modes[3];
+    const int n_modes = kernel_modes(modes);
     const int64_t cuts[4] = {0, 1, N / 2, N};
     for (int oi = 0; oi < n_off; oi++) {
         float *x = buf + offsets[oi];
@@ -345,7 +345,7 @@ static void test_hist_lanes(int64_t N, int64_t T, int64_t C, int64_t row_len, in
                     rc[c * B + ref_bin((double)v, mins[c], maxs[c], B)]++;
             }
         for (int mi = 0; mi < n_modes; mi++) {
-            CHECK(vdna_hist_test_kernels(modes[mi]));
+            CHECK_OK(vdna_hist_set_kernel(modes[mi]));
             for (int threads = 1; threads <= 3; threads++) {
                 vdna_set_num_threads(threads);
                 for (int ci = 0; ci < 4; ci++) {
@@ -363,7 +363,7 @@ static void test_hist_lanes(int64_t N, int64_t T, int64_t C, int64_t row_len, in
                     vdna_hist_nan_counts(h, gn);
                     if (!equal_i64(got, rc, C * B) || !equal_i64(gn, rn, C)) {
                         failures++;
-                        fprintf(stderr, "lanes (%lld, %lld, %lld), row %lld, B %lld, offset %d, kernel mode %d, %d thread(s), cut %lld: counts differ\n",
+                        fprintf(stderr, "lanes (%lld, %lld, %lld), row %lld, B %lld, offset %d, kernel %s, %d thread(s), cut %lld: counts differ\n",
                                 (long long)N, (long long)T, (long long)C, (long long)row_len, (long long)B, offsets[oi],
                                 modes[mi], threads, (long long)cut);
                     }
@@ -372,7 +372,7 @@ static void test_hist_lanes(int64_t N, int64_t T, int64_t C, int64_t row_len, in
             }
         }
     }
-    vdna_hist_test_kernels(0);
+    CHECK_OK(vdna_hist_set_kernel("auto"));
     vdna_set_num_threads(0);
     free(buf);
     free(mins);
@@ -392,14 +392,15 @@ static void test_hist_signed_zeros(void) {
     enum { S = 100 };
     float pz[S], nz[S];
     for (int i = 0; i < S; i++) pz[i] = 0.0f, nz[i] = -0.0f;
-    int modes[2], n_modes = kernel_modes(modes);
+    const char *modes[3];
+    const int n_modes = kernel_modes(modes);
     for (int r = 0; r < 3; r++)
         for (int bi = 0; bi < 3; bi++) {
             const int64_t B = bins[bi];
             CHECK(ref_bin(-0.0, ranges[r][0], ranges[r][1], B) == ref_bin(0.0, ranges[r][0], ranges[r][1], B));
             const int64_t want = ref_bin(0.0, ranges[r][0], ranges[r][1], B);
             for (int mi = 0; mi < n_modes; mi++) {
-                CHECK(vdna_hist_test_kernels(modes[mi]));
+                CHECK_OK(vdna_hist_set_kernel(modes[mi]));
                 for (int sign = 0; sign < 2; sign++) {
                     int64_t shape[3] = {1, 1, S}, *counts = calloc((size_t)B, sizeof *counts);
                     vdna_array a = make_array(sign ? nz : pz, VDNA_F32, 3, shape);
@@ -415,7 +416,7 @@ static void test_hist_signed_zeros(void) {
         }
     /* centre 0, B even: 0 is the edge between bins B/2 - 1 and B/2 and belongs to the upper one */
     CHECK(ref_bin(-0.0, -2.0, 2.0, 10) == 5);
-    vdna_hist_test_kernels(0);
+    CHECK_OK(vdna_hist_set_kernel("auto"));
 }
 
 /* ---------------------------------------------------------------- bin thresholds (float32)
@@ -500,9 +501,10 @@ static void test_hist_thresholds(int64_t B) {
     vdna_array arrays[3] = {make_array(tok, VDNA_F32, 3, tshape), make_array(chn, VDNA_F32, 3, cshape),
                             make_array(dbl, VDNA_F64, 3, cshape)};
     vdna_layout layouts[3] = {VDNA_LAYOUT_TOKENS, VDNA_LAYOUT_CHANNELS, VDNA_LAYOUT_CHANNELS};
-    int modes[2], n_modes = kernel_modes(modes);
+    const char *modes[3];
+    const int n_modes = kernel_modes(modes);
     for (int mi = 0; mi < n_modes; mi++) {
-        CHECK(vdna_hist_test_kernels(modes[mi]));
+        CHECK_OK(vdna_hist_set_kernel(modes[mi]));
         for (int threads = 1; threads <= 2; threads++) {
             vdna_set_num_threads(threads);
             for (int i = 0; i < 3; i++) {
@@ -513,14 +515,14 @@ static void test_hist_thresholds(int64_t B) {
                 vdna_hist_nan_counts(h, gn);
                 if (!equal_i64(got, rc, C * B) || !equal_i64(gn, rn, C)) {
                     failures++;
-                    fprintf(stderr, "thresholds: B %lld, array %d, kernel mode %d, %d thread(s): counts differ\n",
+                    fprintf(stderr, "thresholds: B %lld, array %d, kernel %s, %d thread(s): counts differ\n",
                             (long long)B, i, modes[mi], threads);
                 }
                 vdna_hist_free(h);
             }
         }
     }
-    vdna_hist_test_kernels(0);
+    CHECK_OK(vdna_hist_set_kernel("auto"));
     vdna_set_num_threads(0);
     free(vals);
     free(tok);
@@ -1011,6 +1013,152 @@ static void test_ranges(void) {
     vdna_ranges_free(q);
 }
 
+/* ---------------------------------------------------------------- choosing a kernel */
+static void test_hist_kernel_choice(void) {
+    const char *modes[3];
+    const int n_modes = kernel_modes(modes);
+    CHECK(n_modes >= 1 && strcmp(modes[0], "portable") == 0);
+    CHECK(vdna_hist_kernel_available("auto") && !vdna_hist_kernel_available("sse9") && !vdna_hist_kernel_available(NULL));
+    CHECK(vdna_hist_set_kernel("sse9") == VDNA_ERR_ARG);
+    CHECK(strstr(vdna_last_error(), "'sse9' is not a histogram kernel") != NULL);
+    CHECK(vdna_hist_set_kernel(NULL) == VDNA_ERR_ARG);
+    if (!vdna_hist_kernel_available("avx512")) {
+        CHECK(vdna_hist_set_kernel("avx512") == VDNA_ERR_ARG);
+        CHECK(strstr(vdna_last_error(), "avx512") != NULL);
+    }
+    for (int mi = 0; mi < n_modes; mi++) {
+        CHECK_OK(vdna_hist_set_kernel(modes[mi]));
+        CHECK(vdna_hist_kernel() != NULL && strcmp(vdna_hist_kernel(), modes[mi]) == 0);
+    }
+    CHECK_OK(vdna_hist_set_kernel("auto")); /* measures (once): one of those that run */
+    const char *chosen = vdna_hist_kernel();
+    CHECK(chosen != NULL && vdna_hist_kernel_available(chosen) && strcmp(chosen, "auto") != 0);
+    printf("test_accum: kernels run here:");
+    for (int mi = 0; mi < n_modes; mi++) printf(" %s", modes[mi]);
+    printf("; auto chose %s\n", chosen ? chosen : "(none)");
+}
+
+/* ---------------------------------------------------------------- worker threads that cannot start
+ * vdna_parallel_for runs the chunk of a thread that could not be started on the calling thread:
+ * the counts and moments are those of a normal run. vdna_test_thread_start_limit (internal, tests
+ * only) lets at most n more thread starts succeed (-1: no limit) and returns what was left of the
+ * previous limit. 8 neurons of 2 x 4096 values: enough work per neuron for 4 threads (3 starts
+ * per update). */
+int vdna_test_thread_start_limit(int n);
+
+static void test_thread_start_failures(void) {
+    const int64_t N = 2, C = 8, S = 4096, B = 10;
+    double *x = malloc((size_t)(N * C * S) * sizeof *x), mins[8], maxs[8];
+    int64_t *rc = malloc((size_t)(C * B) * sizeof *rc), *got = malloc((size_t)(C * B) * sizeof *got), rn[8], gn[8];
+    double mean_ref[8], mean_got[8];
+    for (int64_t c = 0; c < C; c++) mins[c] = -1, maxs[c] = 1;
+    for (int64_t i = 0; i < N * C * S; i++) x[i] = uniform() * 3 - 1.5;
+    ref_counts(x, N, C, S, mins, maxs, B, rc, rn);
+    int64_t shape[3] = {N, C, S};
+    vdna_array arr = make_array(x, VDNA_F64, 3, shape);
+    vdna_set_num_threads(4);
+    vdna_moments *m = NULL;
+    CHECK_OK(vdna_moments_create(&m, C, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_moments_update(m, &arr));
+    CHECK_OK(vdna_moments_mean(m, mean_ref));
+    for (int limit = 0; limit <= 3; limit++) { /* no worker starts, 1 of 3, 2 of 3, all 3 */
+        vdna_hist *h = NULL;
+        CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, VDNA_LAYOUT_CHANNELS));
+        vdna_test_thread_start_limit(limit);
+        CHECK_OK(vdna_hist_update(h, &arr));
+        CHECK(vdna_test_thread_start_limit(limit) == 0); /* the update tried at least `limit` starts */
+        CHECK_OK(vdna_hist_counts(h, got));
+        CHECK_OK(vdna_hist_nan_counts(h, gn));
+        CHECK(equal_i64(got, rc, C * B) && equal_i64(gn, rn, C));
+        CHECK(vdna_hist_num_images(h) == N);
+        vdna_hist_free(h);
+        vdna_moments_reset(m);
+        CHECK_OK(vdna_moments_update(m, &arr));
+        CHECK(vdna_test_thread_start_limit(-1) == 0);
+        CHECK_OK(vdna_moments_mean(m, mean_got));
+        CHECK(memcmp(mean_got, mean_ref, sizeof mean_ref) == 0); /* same chunks, same sums: bit-identical */
+    }
+    vdna_set_num_threads(0);
+    vdna_moments_free(m);
+    free(x);
+    free(rc);
+    free(got);
+}
+
+/* ---------------------------------------------------------------- NULL arguments of read-outs
+ * Every read-out returns VDNA_ERR_ARG for a NULL accumulator or a NULL required buffer (and
+ * writes nothing); optional outputs may be NULL; scalar getters return -1 for NULL. */
+static void test_readout_nulls(void) {
+    double mins[2] = {-1, 0}, maxs[2] = {1, 2}, d[2] = {7, 7}, m2[4] = {7, 7, 7, 7};
+    int64_t i64[8] = {7, 7, 7, 7, 7, 7, 7, 7}, count = 7;
+    double data[4] = {1, 2, 3, 4};
+    int64_t shape[2] = {2, 2};
+    vdna_array x = make_array(data, VDNA_F64, 2, shape);
+
+    vdna_hist *h = NULL;
+    CHECK_OK(vdna_hist_create(&h, 2, 4, mins, maxs, VDNA_LAYOUT_CHANNELS));
+    CHECK(vdna_hist_counts(NULL, i64) == VDNA_ERR_ARG && i64[0] == 7);
+    CHECK(strstr(vdna_last_error(), "NULL") != NULL);
+    CHECK(vdna_hist_counts(h, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_hist_nan_counts(NULL, i64) == VDNA_ERR_ARG && i64[0] == 7);
+    CHECK(vdna_hist_nan_counts(h, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_hist_ranges(NULL, d, d) == VDNA_ERR_ARG && d[0] == 7);
+    CHECK_OK(vdna_hist_ranges(h, NULL, d)); /* optional outputs */
+    CHECK(d[0] == 1 && d[1] == 2);
+    CHECK_OK(vdna_hist_ranges(h, NULL, NULL));
+    CHECK_OK(vdna_hist_counts(h, i64));
+    CHECK(vdna_hist_num_images(NULL) == -1 && vdna_hist_n_neurons(NULL) == -1 && vdna_hist_bins(NULL) == -1);
+    CHECK((int)vdna_hist_layout(NULL) == -1);
+    vdna_hist_reset(NULL); /* a no-op */
+    vdna_hist_free(h);
+
+    vdna_moments *m = NULL;
+    CHECK_OK(vdna_moments_create(&m, 2, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_moments_update(m, &x));
+    d[0] = d[1] = 7;
+    CHECK(vdna_moments_mean(NULL, d) == VDNA_ERR_ARG && d[0] == 7);
+    CHECK(vdna_moments_mean(m, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_moments_var(NULL, d) == VDNA_ERR_ARG && d[0] == 7);
+    CHECK(vdna_moments_var(m, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_moments_state(NULL, &count, d, d) == VDNA_ERR_ARG && count == 7 && d[0] == 7);
+    CHECK_OK(vdna_moments_state(m, &count, NULL, NULL));
+    CHECK(count == 2);
+    CHECK(vdna_moments_nan_counts(NULL, i64) == VDNA_ERR_ARG);
+    CHECK(vdna_moments_nan_counts(m, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_moments_num_images(NULL) == -1 && vdna_moments_n_neurons(NULL) == -1);
+    CHECK((int)vdna_moments_layout(NULL) == -1);
+    vdna_moments_free(m);
+
+    vdna_cov *c = NULL;
+    CHECK_OK(vdna_cov_create(&c, 2, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_cov_update(c, &x));
+    count = 7;
+    CHECK(vdna_cov_mean(NULL, d) == VDNA_ERR_ARG && d[0] == 7);
+    CHECK(vdna_cov_mean(c, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_cov_cov(NULL, m2) == VDNA_ERR_ARG && m2[0] == 7);
+    CHECK(vdna_cov_cov(c, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_cov_state(NULL, &count, d, m2) == VDNA_ERR_ARG && count == 7 && m2[0] == 7);
+    CHECK_OK(vdna_cov_state(c, &count, NULL, NULL));
+    CHECK(count == 2);
+    CHECK(vdna_cov_nan_counts(NULL, i64) == VDNA_ERR_ARG);
+    CHECK(vdna_cov_nan_counts(c, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_cov_num_images(NULL) == -1 && vdna_cov_n_neurons(NULL) == -1);
+    CHECK((int)vdna_cov_layout(NULL) == -1);
+    vdna_cov_free(c);
+
+    vdna_ranges *r = NULL;
+    CHECK_OK(vdna_ranges_create(&r, 2, VDNA_LAYOUT_CHANNELS));
+    CHECK_OK(vdna_ranges_update(r, &x));
+    CHECK(vdna_ranges_minmax(NULL, d, d) == VDNA_ERR_ARG && d[0] == 7);
+    CHECK_OK(vdna_ranges_minmax(r, NULL, d)); /* optional outputs */
+    CHECK(d[0] == 3 && d[1] == 4);
+    CHECK(vdna_ranges_nan_counts(NULL, i64) == VDNA_ERR_ARG);
+    CHECK(vdna_ranges_nan_counts(r, NULL) == VDNA_ERR_ARG);
+    CHECK(vdna_ranges_num_images(NULL) == -1 && vdna_ranges_n_neurons(NULL) == -1);
+    CHECK((int)vdna_ranges_layout(NULL) == -1);
+    vdna_ranges_free(r);
+}
+
 int main(void) {
     test_hist_hand_worked();
     test_hist_one_bin();
@@ -1045,6 +1193,9 @@ int main(void) {
     test_moments();
     test_cov();
     test_ranges();
+    test_readout_nulls();
+    test_hist_kernel_choice();
+    test_thread_start_failures();
     if (failures) {
         fprintf(stderr, "test_accum: %d failure(s)\n", failures);
         return 1;
