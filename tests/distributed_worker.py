@@ -79,6 +79,18 @@ def main(out, ranges):
     report["checkpoint_files"] = sorted(p for p in os.listdir(out) if p.startswith("run.ckpt"))
     report["checkpoint_resume_equal"] = all(np.array_equal(a.data[l], b.data[l]) for l in a.data)
     report["direct"] = direct_reduction_checks(rank, world)
+    # `vdna make` under torchrun: rank 0 writes the files (and shows progress), the others nothing
+    folder = os.path.join(out, "images")
+    if rank == 0:
+        procedural.write_image_set(folder, N_IMAGES, seed=3, style="base", size=(40, 48))
+    dist.barrier()
+    from vdna.cli import main as cli
+
+    report["cli_rc"] = cli(["make", folder, "-o", os.path.join(out, f"cli_made_by_r{rank}"), "--extractor", "tiny",
+                            "--backend", "eager", "--device", "cpu", "--batch-size", "1", "--workers", "0",
+                            "--distribution", "histogram-16", "--ranges", ranges, "-q",
+                            "--checkpoint", os.path.join(out, "cli.ckpt"), "--checkpoint-every", "3"])
+    proc.make_vdna(folder, distributed=False, **kw_for("histogram-16")).save(os.path.join(out, f"cli_local.r{rank}"))
     with open(os.path.join(out, f"report.r{rank}.json"), "w") as f:
         json.dump(report, f)
     dist.barrier()

@@ -215,3 +215,19 @@ def test_sigkilled_child_resumes_to_the_uninterrupted_dna(proc, images, tiny_ran
     assert positions == [6, 12, 12, N_IMAGES]
     assert_same_dna(ref, load_vdna_from_files(out))
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # the killed writer's temporary is gone
+
+
+def test_vdna_make_checkpoint_option(tmp_path, capsys):
+    from vdna.cli import main
+
+    folder = procedural.write_image_set(tmp_path / "imgs", 7, seed=2, style="base", size=(40, 48))
+    common = ["make", str(folder), "--extractor", "tiny", "--backend", "eager", "--device", "cpu", "-q",
+              "--workers", "0", "--batch-size", "2", "--distribution", "gaussian"]
+    assert main([*common, "-o", str(tmp_path / "plain")]) == 0
+    ck = tmp_path / "make.ckpt"
+    assert main([*common, "-o", str(tmp_path / "ck"), "--checkpoint", str(ck), "--checkpoint-every", "2"]) == 0
+    assert load_checkpoint(ck)[1]["complete"]
+    assert_same_dna(load_vdna_from_files(tmp_path / "plain"), load_vdna_from_files(tmp_path / "ck"))
+    capsys.readouterr()
+    assert main([*common, "-o", str(tmp_path / "other"), "--checkpoint", str(ck), "--seed", "4"]) == 1
+    assert "seed: checkpoint has 0, this run has 4" in capsys.readouterr().err

@@ -119,3 +119,13 @@ def test_direct_state_reduction_with_nan_inf_and_an_empty_rank(out):
     for r in (0, 1):
         assert report(out, r)["direct"] == {k: "ok" for k in
                                             ["histogram-8", "gaussian", "layer-gaussian", "activation-ranges"]}
+
+
+def test_vdna_make_under_torchrun_writes_files_from_rank_0_only(out):
+    assert [report(out, r)["cli_rc"] for r in (0, 1)] == [0, 0]
+    assert (out / "cli_made_by_r0.json").exists() and not (out / "cli_made_by_r1.json").exists()
+    assert sorted(p.name for p in out.glob("cli.ckpt*")) == ["cli.ckpt.rank0-of-2", "cli.ckpt.rank1-of-2"]
+    v, ref = load(out, "cli_made_by_r0"), load(out, "cli_local.r0")
+    assert v.num_images == 9
+    for layer in ref.data:
+        np.testing.assert_array_equal(v.data[layer], ref.data[layer])
