@@ -91,6 +91,20 @@ def main(out, ranges):
                             "--distribution", "histogram-16", "--ranges", ranges, "-q",
                             "--checkpoint", os.path.join(out, "cli.ckpt"), "--checkpoint-every", "3"])
     proc.make_vdna(folder, distributed=False, **kw_for("histogram-16")).save(os.path.join(out, f"cli_local.r{rank}"))
+    # tar shards are split across ranks by shard (3 shards: rank 0 reads one, rank 1 two)
+    import tarfile
+
+    shard_dir = os.path.join(out, "shards")
+    if rank == 0:
+        os.makedirs(shard_dir)
+        names = sorted(os.listdir(folder))
+        for s in range(3):
+            with tarfile.open(os.path.join(shard_dir, f"shard-{s:02d}.tar"), "w") as tar:
+                for name in names[3 * s:3 * s + 3]:
+                    tar.add(os.path.join(folder, name), arcname=name)
+    dist.barrier()
+    pattern = os.path.join(shard_dir, "shard-{00..02}.tar")
+    proc.make_vdna(pattern, **kw_for("histogram-16")).save(os.path.join(out, f"shards.r{rank}"))
     with open(os.path.join(out, f"report.r{rank}.json"), "w") as f:
         json.dump(report, f)
     dist.barrier()

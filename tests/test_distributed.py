@@ -129,3 +129,12 @@ def test_vdna_make_under_torchrun_writes_files_from_rank_0_only(out):
     assert v.num_images == 9
     for layer in ref.data:
         np.testing.assert_array_equal(v.data[layer], ref.data[layer])
+
+
+def test_tar_shards_are_split_across_ranks_by_shard(out):
+    ref = load(out, "cli_local.r0")  # the same 9 images, one process
+    for rank in (0, 1):
+        v = load(out, f"shards.r{rank}")
+        assert v.num_images == 9
+        for layer in ref.data:
+            np.testing.assert_array_equal(v.data[layer], ref.data[layer])

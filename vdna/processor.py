@@ -120,6 +120,10 @@ class VDNAProcessor:
             ``checkpoint_every`` images (atomically); rerunning with the same arguments resumes from it
             and gives the same DNA as an uninterrupted run (see :mod:`vdna.checkpoint`; one file per
             rank under torch.distributed). The file is kept at the end (a rerun returns at once).
+
+        ``source`` may also be tar shards to stream (``"data/shard-{000000..012345}.tar"`` or a
+        ``vdna.sources.TarShards``): shards are split across ranks and checkpointed whole, and memory
+        does not grow with the number of images (see :mod:`vdna.sources.shards`).
         """
         from .distributed import context as dist_context
         from .sources import open_source
@@ -130,7 +134,9 @@ class VDNAProcessor:
         if int(num_workers) < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         get_vdna(distribution_name)  # validates the name before any work
-        src = open_source(source, num_images=num_images, shuffle=shuffle_files, seed=seed)
+        src = _tar_shard_stream(source, num_images, shuffle_files)
+        if src is None:
+            src = open_source(source, num_images=num_images, shuffle=shuffle_files, seed=seed)
         ctx = dist_context(distributed, group)
         verbose = bool(verbose) and (ctx is None or ctx.rank == 0)  # progress from rank 0 only
 
@@ -296,7 +302,7 @@ class VDNAStream:
                 self.meta["skipped_files"].extend([{"name": n, "reason": r} for n, r in batch.skipped])
             if len(batch.names):
                 self._forward(torch.from_numpy(batch.images))
-            if checkpointer is not None:
+            if checkpointer is not None and batch.end is not None:
                 checkpointer.after_batch(batch.end, self._flushed_state, self.meta)
         if checkpointer is not None and start < stop:
             checkpointer.after_batch(stop, self._flushed_state, self.meta, force=True)
@@ -375,19 +381,47 @@ def source_batches(src, info, batch_size, num_workers, crop, resize_mode, seed, 
     """The batches of an ImageSource at ``info.input_size`` (see ``vdna.sources.iter_batches``), with a
     progress bar over images (read or skipped) when ``verbose``."""
     from .sources import iter_batches
+    from .sources.shards import TarShards, iter_shard_batches
 
     stop = len(src) if stop is None else stop
-    batches = iter_batches(src, info.input_size, batch_size, num_workers=num_workers, crop_to_square=crop,
-                           resize_mode=resize_mode, seed=seed, strict=strict, allocate=allocate, start=start, stop=stop)
+    batch_kw = dict(num_workers=num_workers, crop_to_square=crop, resize_mode=resize_mode, seed=seed, strict=strict,
+                    allocate=allocate, start=start, stop=stop)
+    if isinstance(src, TarShards):
+        batches = iter_shard_batches(src, info.input_size, batch_size, **batch_kw)
+    else:
+        batches = iter_batches(src, info.input_size, batch_size, **batch_kw)
     if not verbose:
         yield from batches
         return
     from tqdm.auto import tqdm
 
+    if isinstance(src, TarShards):  # the number of images of a stream is not known in advance
+        with tqdm(desc=desc or f"vdna {info.name} ({stop - start} shards)", unit="img") as progress:
+            for batch in batches:
+                yield batch
+                progress.update(len(batch.names) + len(batch.skipped))
+        return
+
     with tqdm(total=stop - start, desc=desc or f"vdna {info.name}", unit="img") as progress:
         for batch in batches:
             yield batch
             progress.update(len(batch.names) + len(batch.skipped))
+
+
+def _tar_shard_stream(source, num_images, shuffle_files):
+    """``source`` as a ``TarShards`` stream when it is one (or a brace pattern of shards), else None."""
+    import os
+
+    from .sources.shards import TarShards, has_braces
+
+    if not isinstance(source, TarShards):
+        if not isinstance(source, (str, os.PathLike)) or os.path.exists(source) or not has_braces(source):
+            return None
+        source = TarShards(source)
+    if num_images not in (-1, None) or shuffle_files:
+        raise ValueError("tar shards are streamed whole and in order: num_images and shuffle_files are not supported "
+                         "(select shards instead)")
+    return source
 
 
 def _run_identity(stream, src, num_images, shuffle_files, seed, crop, resize_mode, amp_dtype, ctx) -> dict:
@@ -403,7 +437,7 @@ def _run_identity(stream, src, num_images, shuffle_files, seed, crop, resize_mod
         "activation_ranges_sha256": acc.activation_ranges.checksum() if acc.activation_ranges is not None else "",
         "source": source if isinstance(source, str) else [str(s) for s in source],
         "source_images": len(src),
-        "source_names_sha256": names_digest(src.names),
+        "source_names_sha256": names_digest(getattr(src, "paths", None) or src.names),
         "num_images": int(num_images if num_images is not None else -1),
         "shuffle_files": bool(shuffle_files),
         "seed": int(seed),
