@@ -79,6 +79,15 @@ def main(out, ranges):
     report["checkpoint_files"] = sorted(p for p in os.listdir(out) if p.startswith("run.ckpt"))
     report["checkpoint_resume_equal"] = all(np.array_equal(a.data[l], b.data[l]) for l in a.data)
     report["direct"] = direct_reduction_checks(rank, world)
+    # rank_images and calibrate: every rank gets the one-process result
+    from vdna import calibrate, rank_images
+
+    reference = proc.make_vdna(images, distributed=False, **kw_for("gaussian"))
+    rkw = dict(batch_size=1, device="cpu", backend="eager", num_workers=0, processor=proc)
+    report["rank_images"] = rank_images(images, reference, **rkw)
+    report["rank_images_local"] = rank_images(images, reference, distributed=False, **rkw)
+    calibrate(images, "tiny", processor=proc, device="cpu", backend="eager", batch_size=1, verbose=False,
+              num_workers=0).save(os.path.join(out, f"calibrate.r{rank}"))
     # `vdna make` under torchrun: rank 0 writes the files (and shows progress), the others nothing
     folder = os.path.join(out, "images")
     if rank == 0:

@@ -138,3 +138,13 @@ def test_tar_shards_are_split_across_ranks_by_shard(out):
         assert v.num_images == 9
         for layer in ref.data:
             np.testing.assert_array_equal(v.data[layer], ref.data[layer])
+
+
+def test_rank_images_and_calibrate_over_ranks(out):
+    for rank in (0, 1):
+        r = report(out, rank)
+        assert len(r["rank_images"]) == 9 and r["rank_images"] == r["rank_images_local"]  # names and exact scores
+        v, ref = load(out, f"calibrate.r{rank}"), load(out, "activation-ranges.local.r0")
+        for layer in ref.data:
+            for key in ("min", "max"):
+                np.testing.assert_array_equal(v.data[layer][key], ref.data[layer][key])
