@@ -49,7 +49,7 @@ def layer_state(kind: str, acc) -> Dict[str, object]:
 
 
 def set_layer_state(kind: str, acc, layer: str, entry: Mapping, num_images: int, n_neurons: int, bins: int) -> None:
-    """Replace a layer accumulator's state with ``entry`` (checked first; the core checks values)."""
+    """Give a FRESH (empty) layer accumulator the state ``entry`` (checked here; the core checks values)."""
     where = f"accumulator state, layer '{layer}'"
     if not isinstance(entry, Mapping):
         raise ValueError(f"{where}: expected a dict, got {type(entry).__name__}")
@@ -58,8 +58,7 @@ def set_layer_state(kind: str, acc, layer: str, entry: Mapping, num_images: int,
     try:
         if kind == HISTOGRAM:
             counts = state_array(entry, "counts", (c, int(bins)), "i", where)
-            acc.reset()
-            acc.add_counts(counts, nans, int(num_images))
+            acc.add_counts(counts, nans, int(num_images))  # onto zeros: the accumulator is fresh
         elif kind in (GAUSSIAN, LAYER_GAUSSIAN):
             count = state_int(entry, "count", where)
             if count != num_images:
