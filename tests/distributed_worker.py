@@ -57,6 +57,12 @@ def main(out, ranges):
         report["mismatch"] = None
     except ValueError as exc:
         report["mismatch"] = str(exc)
+    # a rank that fails before starting (its source is missing): the same, no rank left waiting
+    try:
+        proc.make_vdna(images if rank == 0 else os.path.join(out, "no_such_folder"), **kw_for("gaussian"))
+        report["setup_failure"] = None
+    except Exception as exc:  # noqa: BLE001 - the test checks the type and message
+        report["setup_failure"] = f"{type(exc).__name__}: {exc}"
     # a rank that fails: it raises its own error, the others a RuntimeError naming it
     forward = VDNAStream._forward
 

@@ -109,6 +109,13 @@ def test_a_failing_rank_stops_every_rank_with_an_error(out):
     assert report(out, 0)["failure"] == "RuntimeError: distributed run stopped: rank 1 failed (OSError: disk on fire)"
 
 
+def test_a_rank_failing_before_it_starts_stops_every_rank(out):
+    own = report(out, 1)["setup_failure"]
+    assert own.startswith("FileNotFoundError") and "no_such_folder" in own
+    assert report(out, 0)["setup_failure"] == ("RuntimeError: distributed make_vdna stopped before starting: "
+                                               f"rank 1 failed ({own})")
+
+
 def test_one_checkpoint_per_rank(out):
     for r in (0, 1):
         assert report(out, r)["checkpoint_files"] == ["run.ckpt.rank0-of-2", "run.ckpt.rank1-of-2"]

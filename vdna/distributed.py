@@ -92,12 +92,25 @@ def all_gather_json(ctx: DistContext, obj) -> List[object]:
     return [json.loads(bytes(g.cpu().numpy()[: int(s.item())]).decode("utf-8")) for g, s in zip(gathered, sizes)]
 
 
-def check_same_settings(ctx: DistContext, settings: dict, what: str = "run") -> None:
-    """Raise the same ``ValueError`` on every rank unless all ranks have equal ``settings``."""
-    everyone = all_gather_json(ctx, settings)
+def check_same_settings(ctx: DistContext, settings: Optional[dict], what: str = "run",
+                        error: Optional[BaseException] = None) -> None:
+    """Collective: raise on every rank unless all ranks have equal ``settings`` and no ``error``.
+
+    A rank that passes ``error`` (it failed while preparing) re-raises it; the others raise
+    ``RuntimeError`` naming it. Differing settings give every rank the same ``ValueError``.
+    """
+    report = {"error": None if error is None else f"{type(error).__name__}: {error}", "settings": settings}
+    everyone = all_gather_json(ctx, report)
+    if error is not None:
+        raise error
+    failed = [(r, e["error"]) for r, e in enumerate(everyone) if e["error"] is not None]
+    if failed:
+        raise RuntimeError(f"distributed {what} stopped before starting: "
+                           + "; ".join(f"rank {r} failed ({m})" for r, m in failed))
+    settings_of = [e["settings"] or {} for e in everyone]
     diffs = []
-    for key in sorted({k for s in everyone for k in s}):
-        values = [s.get(key) for s in everyone]
+    for key in sorted({k for s in settings_of for k in s}):
+        values = [s.get(key) for s in settings_of]
         if any(v != values[0] for v in values):
             diffs.append(f"{key}: " + ", ".join(f"rank {r} has {v!r}" for r, v in enumerate(values)))
     if diffs:

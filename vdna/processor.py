@@ -134,45 +134,51 @@ class VDNAProcessor:
         if int(num_workers) < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         get_vdna(distribution_name)  # validates the name before any work
-        src = _tar_shard_stream(source, num_images, shuffle_files)
-        if src is None:
-            src = open_source(source, num_images=num_images, shuffle=shuffle_files, seed=seed)
         ctx = dist_context(distributed, group)
         verbose = bool(verbose) and (ctx is None or ctx.rank == 0)  # progress from rank 0 only
+        setup_error = identity = None
+        try:  # under torch.distributed, a rank that fails here still joins the settings check below
+            src = _tar_shard_stream(source, num_images, shuffle_files)
+            if src is None:
+                src = open_source(source, num_images=num_images, shuffle=shuffle_files, seed=seed)
 
-        stream = self.stream(
-            feat_extractor_name=feat_extractor_name,
-            distribution_name=distribution_name,
-            device=device,
-            seed=seed,
-            batch_size=batch_size,
-            backend=backend,
-            extractor_weights=extractor_weights,
-            activation_ranges=activation_ranges,
-            allow_download=allow_download,
-            amp_dtype=amp_dtype,
-            n_sample_images=n_sample_images if save_sample_images is not None else 0,
-        )
-        stream.data_settings = DataSettings(
-            source=src.describe(),
-            crop_to_square_pre_resize=crop_to_square_pre_resize,
-            resize_mode=resize_mode,
-            shuffle_files=shuffle_files,
-            num_images=num_images,
-        )
-        stream.extraction_settings.num_workers = num_workers
-        stream.extraction_settings.verbose = verbose
-        stream.meta["resize_mode"] = resize_mode
-        stream._dist, stream._dst = ctx, dst
-        start, stop = (0, len(src)) if ctx is None else ctx.shard(len(src))
-        identity = _run_identity(stream, src, num_images, shuffle_files, seed, crop_to_square_pre_resize, resize_mode,
-                                 amp_dtype, ctx)
+            stream = self.stream(
+                feat_extractor_name=feat_extractor_name,
+                distribution_name=distribution_name,
+                device=device,
+                seed=seed,
+                batch_size=batch_size,
+                backend=backend,
+                extractor_weights=extractor_weights,
+                activation_ranges=activation_ranges,
+                allow_download=allow_download,
+                amp_dtype=amp_dtype,
+                n_sample_images=n_sample_images if save_sample_images is not None else 0,
+            )
+            stream.data_settings = DataSettings(
+                source=src.describe(),
+                crop_to_square_pre_resize=crop_to_square_pre_resize,
+                resize_mode=resize_mode,
+                shuffle_files=shuffle_files,
+                num_images=num_images,
+            )
+            stream.extraction_settings.num_workers = num_workers
+            stream.extraction_settings.verbose = verbose
+            stream.meta["resize_mode"] = resize_mode
+            stream._dist, stream._dst = ctx, dst
+            start, stop = (0, len(src)) if ctx is None else ctx.shard(len(src))
+            identity = _run_identity(stream, src, num_images, shuffle_files, seed, crop_to_square_pre_resize, resize_mode,
+                                     amp_dtype, ctx)
+        except Exception as exc:
+            if ctx is None:
+                raise
+            setup_error = exc
+        if ctx is not None:  # every rank raises here (the same error) if any rank differs or failed
+            from .distributed import check_same_settings
+
+            check_same_settings(ctx, identity, "make_vdna", error=setup_error)
         error = None
         try:
-            if ctx is not None:
-                from .distributed import check_same_settings
-
-                check_same_settings(ctx, identity, "make_vdna")
             checkpointer = None
             if checkpoint is not None:
                 from .checkpoint import RunCheckpointer, rank_checkpoint_path

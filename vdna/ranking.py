@@ -150,22 +150,29 @@ def rank_images(
 
     import torch
 
-    for batch in source_batches(src, info, int(batch_size), num_workers, crop_to_square_pre_resize, resize_mode,
-                                seed, strict, verbose, desc=f"vdna rank ({metric})", start=start, stop=stop):
-        skipped.extend(batch.skipped)
-        if len(batch.names):
-            acts = be.forward(torch.from_numpy(batch.images))
-            for i, name in enumerate(batch.names):
-                acc.reset()
-                acc.update({layer: a[i:i + 1] for layer, a in acts.items()})
-                pending.append(acc.compute())
-                names.append(str(name))
-                if len(pending) >= chunk:
-                    flush()
-    flush()
+    error = None
+    try:  # under torch.distributed a failing rank reports to the others instead of leaving them waiting
+        for batch in source_batches(src, info, int(batch_size), num_workers, crop_to_square_pre_resize, resize_mode,
+                                    seed, strict, verbose, desc=f"vdna rank ({metric})", start=start, stop=stop):
+            skipped.extend(batch.skipped)
+            if len(batch.names):
+                acts = be.forward(torch.from_numpy(batch.images))
+                for i, name in enumerate(batch.names):
+                    acc.reset()
+                    acc.update({layer: a[i:i + 1] for layer, a in acts.items()})
+                    pending.append(acc.compute())
+                    names.append(str(name))
+                    if len(pending) >= chunk:
+                        flush()
+        flush()
+    except Exception as exc:
+        if ctx is None:
+            raise
+        error = exc
     if ctx is not None:  # every rank's (names, scores, skipped), in rank order = source order
-        from .distributed import all_gather_json
+        from .distributed import agree_on_success, all_gather_json
 
+        agree_on_success(ctx, error)
         local = [names, [float(v) for s in scores for v in s], [list(x) for x in skipped]]
         everyone = all_gather_json(ctx, local)
         names = [n for r in everyone for n in r[0]]

@@ -106,7 +106,8 @@ def iter_batches(
 
     ``start`` / ``stop``: read only source positions ``start`` .. ``stop - 1`` (a rank's share or a
     resumed run's remainder); batches start at ``start``, and positions (hence random crops) are
-    those of the whole source.
+    those of the whole source. A part of the source with no readable image is not an error (the
+    last batch reports its skipped images).
     """
     size = check_size(size)
     batch_size = _check_count(batch_size, "batch_size", 1)
@@ -192,7 +193,7 @@ def _generate_batches(source, size, batch_size, num_workers, crop, resize_mode, 
             carried = []
             yield batch
             submit_next()
-        if read_total == 0 and count > 0:
+        if read_total == 0 and count > 0 and count == len(source):  # a part (a rank's share) may have none
             first_name, first_reason = carried[0]
             raise ValueError(
                 f"none of the {count} images could be read (first failure: {first_name}: {first_reason})"
