@@ -20,7 +20,7 @@ from typing import Dict, Mapping
 
 import numpy as np
 
-from .dna import ACTIVATION_RANGES, GAUSSIAN, HISTOGRAM, LAYER_GAUSSIAN
+from .dna import GAUSSIAN, HISTOGRAM, LAYER_GAUSSIAN
 
 STATE_FORMAT = "vdna.Accumulator"
 STATE_VERSION = 1
@@ -158,4 +158,4 @@ def to_tensors(obj):
 
 
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "layer_state", "set_layer_state", "check_header", "state_array",
-           "state_int", "state_json", "to_tensors", "ACTIVATION_RANGES"]
+           "state_int", "state_json", "to_tensors"]

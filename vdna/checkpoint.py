@@ -16,7 +16,7 @@ import hashlib
 import io
 import json
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 
