@@ -143,6 +143,107 @@ class Accumulator:
         self.meta = merge_meta(self.meta, other.meta)
         return self
 
+    # ------------------------------------------------------------------ state as a value
+    def state_dict(self, as_tensors: bool = False) -> dict:
+        """Everything this accumulator holds, as plain values (see :mod:`vdna.accumulator_state`).
+
+        ``as_tensors=True`` gives torch tensors instead of NumPy arrays, so that ``torch.save`` /
+        ``torch.load(..., weights_only=True)`` round-trip it. The arrays are copies.
+        """
+        from .accumulator_state import STATE_FORMAT, STATE_VERSION, layer_state, to_tensors
+        from .settings import settings_to_json
+
+        state = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "distribution_name": self.distribution_name,
+            "feature_extractor_name": self.feature_extractor_name,
+            "neurons_list": dict(self.neurons_list),
+            "layouts": dict(self.layouts),
+            "num_images": self.num_images,
+            "meta_json": _json_text(self.meta, "meta"),
+            "data_settings_json": _json_text(settings_to_json(self.data_settings), "data_settings"),
+            "extraction_settings_json": _json_text(settings_to_json(self.extraction_settings), "extraction_settings"),
+            "layers": {layer: layer_state(self.kind, acc) for layer, acc in self._accs.items()},
+        }
+        return to_tensors(state) if as_tensors else state
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Replace this accumulator's images, NaN counts and meta with ``state`` (from ``state_dict``).
+
+        The state must have this accumulator's distribution, extractor, neurons, layouts and (for
+        histograms) activation ranges; anything else raises ``ValueError`` naming the difference, and
+        nothing is changed unless every layer is valid.
+        """
+        from .accumulator_state import check_header, set_layer_state, state_array, state_int, state_json
+
+        check_header(state, {"distribution_name": self.distribution_name,
+                             "feature_extractor_name": self.feature_extractor_name,
+                             "neurons_list": dict(self.neurons_list), "layouts": dict(self.layouts)})
+        layers = state["layers"]
+        if not isinstance(layers, Mapping) or list(layers) != list(self.neurons_list):
+            got = list(layers) if isinstance(layers, Mapping) else type(layers).__name__
+            raise ValueError(f"accumulator state: layers are {got}, expected {list(self.neurons_list)}")
+        if self.kind == HISTOGRAM:
+            for layer in self.neurons_list:
+                c = (self.neurons_list[layer],)
+                where = f"accumulator state, layer '{layer}'"
+                mins, maxs = self.activation_ranges[layer]
+                if not (np.array_equal(state_array(layers[layer], "range_mins", c, "f", where), mins)
+                        and np.array_equal(state_array(layers[layer], "range_maxs", c, "f", where), maxs)):
+                    raise ValueError(f"{where}: binned with other activation ranges than this accumulator's")
+        num_images = state_int(state, "num_images", "accumulator state")
+        meta = state_json(state, "meta_json")
+        if not isinstance(meta, dict):
+            raise ValueError("accumulator state: 'meta_json' must hold a JSON object")
+        # Fill fresh layer accumulators first, so that a bad layer leaves this one unchanged.
+        fresh = {}
+        for layer in self.neurons_list:
+            acc = self._new_layer_accumulator(layer)
+            set_layer_state(self.kind, acc, layer, layers[layer], num_images, self.neurons_list[layer], self.bins)
+            fresh[layer] = acc
+        self._accs = fresh
+        self.meta = meta
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping) -> "Accumulator":
+        """A new accumulator holding ``state`` (settings, activation ranges and images)."""
+        from .accumulator_state import check_header, state_array, state_json
+        from .settings import settings_from_json
+
+        check_header(state, {})
+        name = state["distribution_name"]
+        if not isinstance(name, str):
+            raise ValueError("accumulator state: 'distribution_name' must be a string")
+        kind, _ = parse_distribution_name(name)
+        neurons = state["neurons_list"]
+        if not isinstance(neurons, Mapping):
+            raise ValueError("accumulator state: 'neurons_list' must be a dict {layer: neuron count}")
+        neurons = {k: (int(v.item()) if hasattr(v, "item") else v) for k, v in neurons.items()}
+        ranges = None
+        if kind == HISTOGRAM:
+            layers = state["layers"]
+            if not isinstance(layers, Mapping) or any(layer not in layers for layer in neurons):
+                raise ValueError(f"accumulator state: 'layers' must hold every layer of {list(neurons)}")
+            ranges = {}
+            for layer, c in _check_neurons_list(neurons).items():
+                where = f"accumulator state, layer '{layer}'"
+                ranges[layer] = (state_array(layers[layer], "range_mins", (c,), "f", where),
+                                 state_array(layers[layer], "range_maxs", (c,), "f", where))
+        data, extraction = state_json(state, "data_settings_json"), state_json(state, "extraction_settings_json")
+        if not isinstance(data, dict) or not isinstance(extraction, dict):
+            raise ValueError("accumulator state: the settings must be JSON objects")
+        acc = cls(name, neurons, activation_ranges=ranges, layouts=state["layouts"],
+                  feature_extractor_name=state["feature_extractor_name"],
+                  data_settings=settings_from_json(DataSettings, data)[0],
+                  extraction_settings=settings_from_json(ExtractionSettings, extraction)[0])
+        acc.load_state_dict(state)
+        return acc
+
+    def __reduce__(self):
+        # Pickling goes through the state dict (the C-core objects themselves are not picklable).
+        return (Accumulator.from_state_dict, (self.state_dict(),))
+
     def device_specs(self) -> list:
         """What a backend must accumulate on its device for this DNA: one
         ``vdna.backends.LayerSpec`` per layer (imports torch-side code only when called)."""
@@ -245,6 +346,15 @@ class Accumulator:
             f"Accumulator('{self.distribution_name}', layers={len(self.neurons_list)}, "
             f"neurons={sum(self.neurons_list.values())}, num_images={self.num_images})"
         )
+
+
+def _json_text(value, what: str) -> str:
+    import json
+
+    try:
+        return json.dumps(value, allow_nan=True, sort_keys=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"state_dict: the accumulator's {what} cannot be written as JSON ({exc})") from exc
 
 
 def check_layer_shape(layer: str, layout: str, n_neurons: int, shape) -> None:

@@ -32,6 +32,8 @@ def calibrate(source, feat_extractor_name: str = "rand_resnet50", output: Option
     processor = make_vdna_kwargs.pop("processor", None) or VDNAProcessor()
     vdna = processor.make_vdna(source, feat_extractor_name=feat_extractor_name,
                                distribution_name=ACTIVATION_RANGES, **make_vdna_kwargs)
+    if vdna is None:  # torch.distributed with dst= naming another rank
+        return None
     if int(vdna.num_images) == 0:
         raise ValueError(f"no readable image in {source!r}: cannot calibrate activation ranges")
     if output is not None:

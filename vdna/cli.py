@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save the first images as given to the extractor (after crop/resize)")
     p.add_argument("--n-sample-images", type=_positive_int, default=5, help="how many (default: 5)")
     p.add_argument("--plot", default=None, metavar="PNG", help="also save a per-layer summary figure of the DNA")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="save the state and progress to PATH every --checkpoint-every images; rerunning the same "
+                        "command resumes from it (one file per rank under torchrun)")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=1000, metavar="N",
+                   help="images between checkpoints (default: 1000)")
     _add_build_options(p)
     p.set_defaults(func=cmd_make)
 
@@ -390,7 +395,16 @@ def cmd_make(args) -> int:
     kwargs = _make_kwargs(args, args.extractor or DEFAULT_EXTRACTOR, args.distribution or DEFAULT_DISTRIBUTION)
     if args.sample_images:
         kwargs.update(save_sample_images=args.sample_images, n_sample_images=args.n_sample_images)
+    if args.checkpoint:
+        kwargs.update(checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every)
+    rank = _join_torchrun(args.device)
+    if rank is not None:
+        kwargs["dst"] = 0  # under torchrun, rank 0 gets the DNA, writes the files and shows progress
+        if rank != 0:
+            kwargs.pop("save_sample_images", None)
     v = VDNAProcessor().make_vdna(args.source, **kwargs)
+    if v is None:  # another rank than 0 under torchrun: its share is in rank 0's DNA
+        return EXIT_OK
     if v.num_images == 0:
         raise CLIError(f"no readable image in {args.source}; nothing was saved")
     base = _out_base(args.output)
@@ -402,6 +416,22 @@ def cmd_make(args) -> int:
         _save_figure(plot_dna_summary(v, label=_label(base)), args.plot)
         print(f"figure written to {args.plot}")
     return EXIT_OK
+
+
+def _join_torchrun(device) -> "int | None":
+    """Under torchrun (WORLD_SIZE > 1 in the environment), initialise the default process group
+    (NCCL for CUDA devices, else gloo) and return this rank; None for a one-process run."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank()
 
 
 def _dna_or_source(path: str, other, args, label: str):

@@ -96,6 +96,11 @@ class VDNAProcessor:
         activation_ranges=None,
         allow_download: Optional[bool] = None,
         amp_dtype=None,
+        distributed: Optional[bool] = None,
+        group=None,
+        dst: Optional[int] = None,
+        checkpoint: Optional[Union[str, Path]] = None,
+        checkpoint_every: int = 1000,
     ) -> VDNA:
         """Make the Visual DNA of a set of images.
 
@@ -108,7 +113,19 @@ class VDNAProcessor:
         extractor_weights / activation_ranges / allow_download: where the extractor's assets come from
             (a checkpoint path, activation ranges, whether a missing file may be downloaded).
         amp_dtype: None (float32, default) or torch.float16 / torch.bfloat16 for the forward pass.
+        distributed / group / dst: under ``torch.distributed`` (e.g. ``torchrun``), each rank reads its
+            share of the images and every rank (only rank ``dst`` if given; the others get None) returns
+            the DNA of all of them; ``distributed=False`` turns this off (see :mod:`vdna.distributed`).
+        checkpoint / checkpoint_every: save the state and progress to the file ``checkpoint`` every
+            ``checkpoint_every`` images (atomically); rerunning with the same arguments resumes from it
+            and gives the same DNA as an uninterrupted run (see :mod:`vdna.checkpoint`; one file per
+            rank under torch.distributed). The file is kept at the end (a rerun returns at once).
+
+        ``source`` may also be tar shards to stream (``"data/shard-{000000..012345}.tar"`` or a
+        ``vdna.sources.TarShards``): shards are split across ranks and checkpointed whole, and memory
+        does not grow with the number of images (see :mod:`vdna.sources.shards`).
         """
+        from .distributed import context as dist_context
         from .sources import open_source
 
         _check_choice("crop_to_square_pre_resize", crop_to_square_pre_resize, CROP_MODES)
@@ -117,34 +134,70 @@ class VDNAProcessor:
         if int(num_workers) < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         get_vdna(distribution_name)  # validates the name before any work
-        src = open_source(source, num_images=num_images, shuffle=shuffle_files, seed=seed)
+        ctx = dist_context(distributed, group)
+        verbose = bool(verbose) and (ctx is None or ctx.rank == 0)  # progress from rank 0 only
+        setup_error = identity = None
+        try:  # under torch.distributed, a rank that fails here still joins the settings check below
+            src = _tar_shard_stream(source, num_images, shuffle_files)
+            if src is None:
+                src = open_source(source, num_images=num_images, shuffle=shuffle_files, seed=seed)
 
-        stream = self.stream(
-            feat_extractor_name=feat_extractor_name,
-            distribution_name=distribution_name,
-            device=device,
-            seed=seed,
-            batch_size=batch_size,
-            backend=backend,
-            extractor_weights=extractor_weights,
-            activation_ranges=activation_ranges,
-            allow_download=allow_download,
-            amp_dtype=amp_dtype,
-            n_sample_images=n_sample_images if save_sample_images is not None else 0,
-        )
-        stream.data_settings = DataSettings(
-            source=src.describe(),
-            crop_to_square_pre_resize=crop_to_square_pre_resize,
-            resize_mode=resize_mode,
-            shuffle_files=shuffle_files,
-            num_images=num_images,
-        )
-        stream.extraction_settings.num_workers = num_workers
-        stream.extraction_settings.verbose = verbose
-        stream.meta["resize_mode"] = resize_mode
-        stream._run_source(src, num_workers, crop_to_square_pre_resize, resize_mode, seed, strict, verbose)
+            stream = self.stream(
+                feat_extractor_name=feat_extractor_name,
+                distribution_name=distribution_name,
+                device=device,
+                seed=seed,
+                batch_size=batch_size,
+                backend=backend,
+                extractor_weights=extractor_weights,
+                activation_ranges=activation_ranges,
+                allow_download=allow_download,
+                amp_dtype=amp_dtype,
+                n_sample_images=n_sample_images if save_sample_images is not None else 0,
+            )
+            stream.data_settings = DataSettings(
+                source=src.describe(),
+                crop_to_square_pre_resize=crop_to_square_pre_resize,
+                resize_mode=resize_mode,
+                shuffle_files=shuffle_files,
+                num_images=num_images,
+            )
+            stream.extraction_settings.num_workers = num_workers
+            stream.extraction_settings.verbose = verbose
+            stream.meta["resize_mode"] = resize_mode
+            stream._dist, stream._dst = ctx, dst
+            start, stop = (0, len(src)) if ctx is None else ctx.shard(len(src))
+            identity = _run_identity(stream, src, num_images, shuffle_files, seed, crop_to_square_pre_resize, resize_mode,
+                                     amp_dtype, ctx)
+        except Exception as exc:
+            if ctx is None:
+                raise
+            setup_error = exc
+        if ctx is not None:  # every rank raises here (the same error) if any rank differs or failed
+            from .distributed import check_same_settings
+
+            check_same_settings(ctx, identity, "make_vdna", error=setup_error)
+        error = None
+        try:
+            checkpointer = None
+            if checkpoint is not None:
+                from .checkpoint import RunCheckpointer, rank_checkpoint_path
+
+                path = rank_checkpoint_path(checkpoint, 0 if ctx is None else ctx.rank, 1 if ctx is None else ctx.world_size)
+                checkpointer = RunCheckpointer(path, checkpoint_every, identity, start, stop)
+                start = checkpointer.resume(stream.accumulator, stream.meta)
+            stream._run_source(src, num_workers, crop_to_square_pre_resize, resize_mode, seed, strict, verbose,
+                               start=start, stop=stop, checkpointer=checkpointer)
+        except Exception as exc:
+            if ctx is None:
+                raise
+            error = exc
+        if ctx is not None:
+            from .distributed import agree_on_success
+
+            agree_on_success(ctx, error)
         vdna = stream.compute()
-        if save_sample_images is not None:
+        if save_sample_images is not None and vdna is not None:
             stream.save_sample_images(save_sample_images)
         return vdna
 
@@ -163,20 +216,31 @@ class VDNAProcessor:
         n_sample_images: int = 0,
         *,
         device_accumulation: Optional[bool] = None,
+        distributed: Optional[bool] = None,
+        group=None,
+        dst: Optional[int] = None,
     ) -> "VDNAStream":
         """A streaming DNA builder: feed batches of images with ``update``, get the DNA with ``compute``.
 
         ``device_accumulation``: reduce activations on the extractor's device and read the states back
         once (default: on for accelerators, off for the CPU, where the C core accumulates directly).
+        ``distributed`` / ``group`` / ``dst``: under ``torch.distributed``, each rank feeds its own
+        images and ``compute()`` (a collective: every rank calls it) returns the DNA of all ranks'
+        images (on rank ``dst`` only, if given); see :mod:`vdna.distributed`.
         """
+        from .distributed import context as dist_context
+
+        ctx = dist_context(distributed, group)
         dev = resolve_device(device)
         extractor = self.get_extractor(feat_extractor_name, extractor_weights=extractor_weights,
                                        allow_download=allow_download)
         be = self.get_backend(extractor, dev, backend, amp_dtype)
         if device_accumulation is None:
             device_accumulation = not dev.startswith("cpu")
-        return VDNAStream(extractor, be, distribution_name, dev, seed, batch_size, activation_ranges, n_sample_images,
-                          device_accumulation=bool(device_accumulation))
+        stream = VDNAStream(extractor, be, distribution_name, dev, seed, batch_size, activation_ranges, n_sample_images,
+                            device_accumulation=bool(device_accumulation))
+        stream._dist, stream._dst = ctx, dst
+        return stream
 
 
 class VDNAStream:
@@ -210,6 +274,8 @@ class VDNAStream:
         }
         self._n_samples = int(n_sample_images)
         self._samples = []
+        self._dist = None  # a vdna.distributed.DistContext: compute() reduces over its ranks
+        self._dst = None
 
     # -------------------------------------------------------------- feeding
     def update(self, images) -> None:
@@ -228,33 +294,56 @@ class VDNAStream:
         else:
             self.accumulator.update(self.backend.forward(batch))
 
-    def _run_source(self, src, num_workers, crop, resize_mode, seed, strict, verbose):
+    def _run_source(self, src, num_workers, crop, resize_mode, seed, strict, verbose, start=0, stop=None,
+                    checkpointer=None):
         torch = _torch()
         allocate = None
         if self._device_acc is not None and torch.cuda.is_available():
             def allocate(shape):  # pinned host buffers: asynchronous copies to the device
                 return torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
+        stop = len(src) if stop is None else stop
         for batch in source_batches(src, self.extractor.info, self.batch_size, num_workers, crop, resize_mode, seed,
-                                    strict, verbose, allocate=allocate):
+                                    strict, verbose, allocate=allocate, start=start, stop=stop):
             if batch.skipped:
                 self.meta["skipped_files"].extend([{"name": n, "reason": r} for n, r in batch.skipped])
             if len(batch.names):
                 self._forward(torch.from_numpy(batch.images))
+            if checkpointer is not None and batch.end is not None:
+                checkpointer.after_batch(batch.end, self._flushed_state, self.meta)
+        if checkpointer is not None and start < stop:
+            checkpointer.after_batch(stop, self._flushed_state, self.meta, force=True)
 
-    # -------------------------------------------------------------- results
-    def compute(self) -> VDNA:
-        """The DNA of everything added so far."""
+    def _flush_device(self) -> None:
+        """Merge what the device accumulated into the host accumulator and start the device afresh."""
         if self._device_acc is not None:
             self.accumulator.merge_device_states(self._device_acc.states())
             self._device_acc.close()
             self._device_acc = self.backend.device_accumulators(self.accumulator.device_specs())
+
+    def _flushed_state(self) -> dict:
+        self._flush_device()
+        return self.accumulator.state_dict()
+
+    # -------------------------------------------------------------- results
+    def compute(self) -> Optional[VDNA]:
+        """The DNA of everything added so far (of every rank's images under torch.distributed: then a
+        collective, and None on ranks other than ``dst`` when it is given)."""
+        self._flush_device()
         self.accumulator.data_settings = self.data_settings
         self.accumulator.extraction_settings = self.extraction_settings
         self.accumulator.meta.update(self.meta)
-        vdna = self.accumulator.compute()
+        acc = self.accumulator
+        if self._dist is not None:
+            from .distributed import reduce_accumulator
+
+            acc = reduce_accumulator(acc, self._dist, self._dst)
+            if acc is None:
+                return None
+        vdna = acc.compute()
         vdna.device = self.device
-        if self.meta["skipped_files"]:
-            warnings.warn(f"{len(self.meta['skipped_files'])} unreadable image(s) were skipped; "
+        skipped = vdna.meta.get("skipped_files", [])
+        if skipped:
+            warnings.warn(f"{len(skipped)} unreadable image(s) were skipped; "
                           "see vdna.meta['skipped_files']", stacklevel=2)
         return vdna
 
@@ -294,22 +383,75 @@ def accumulator_for(extractor, distribution_name: str, activation_ranges=None) -
 
 
 def source_batches(src, info, batch_size, num_workers, crop, resize_mode, seed, strict, verbose, allocate=None,
-                   desc=None):
+                   desc=None, start=0, stop=None):
     """The batches of an ImageSource at ``info.input_size`` (see ``vdna.sources.iter_batches``), with a
     progress bar over images (read or skipped) when ``verbose``."""
     from .sources import iter_batches
+    from .sources.shards import TarShards, iter_shard_batches
 
-    batches = iter_batches(src, info.input_size, batch_size, num_workers=num_workers, crop_to_square=crop,
-                           resize_mode=resize_mode, seed=seed, strict=strict, allocate=allocate)
+    stop = len(src) if stop is None else stop
+    batch_kw = dict(num_workers=num_workers, crop_to_square=crop, resize_mode=resize_mode, seed=seed, strict=strict,
+                    allocate=allocate, start=start, stop=stop)
+    if isinstance(src, TarShards):
+        batches = iter_shard_batches(src, info.input_size, batch_size, **batch_kw)
+    else:
+        batches = iter_batches(src, info.input_size, batch_size, **batch_kw)
     if not verbose:
         yield from batches
         return
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(src), desc=desc or f"vdna {info.name}", unit="img") as progress:
+    if isinstance(src, TarShards):  # the number of images of a stream is not known in advance
+        with tqdm(desc=desc or f"vdna {info.name} ({stop - start} shards)", unit="img") as progress:
+            for batch in batches:
+                yield batch
+                progress.update(len(batch.names) + len(batch.skipped))
+        return
+
+    with tqdm(total=stop - start, desc=desc or f"vdna {info.name}", unit="img") as progress:
         for batch in batches:
             yield batch
             progress.update(len(batch.names) + len(batch.skipped))
+
+
+def _tar_shard_stream(source, num_images, shuffle_files):
+    """``source`` as a ``TarShards`` stream when it is one (or a brace pattern of shards), else None."""
+    import os
+
+    from .sources.shards import TarShards, has_braces
+
+    if not isinstance(source, TarShards):
+        if not isinstance(source, (str, os.PathLike)) or os.path.exists(source) or not has_braces(source):
+            return None
+        source = TarShards(source)
+    if num_images not in (-1, None) or shuffle_files:
+        raise ValueError("tar shards are streamed whole and in order: num_images and shuffle_files are not supported "
+                         "(select shards instead)")
+    return source
+
+
+def _run_identity(stream, src, num_images, shuffle_files, seed, crop, resize_mode, amp_dtype, ctx) -> dict:
+    """What a resumed run (and every rank of a distributed one) must share with the original."""
+    from .checkpoint import names_digest
+
+    acc = stream.accumulator
+    source = src.describe()
+    return {
+        "feature_extractor_name": acc.feature_extractor_name,
+        "weights_sha256": str(stream.meta.get("weights_sha256", "")),
+        "distribution_name": acc.distribution_name,
+        "activation_ranges_sha256": acc.activation_ranges.checksum() if acc.activation_ranges is not None else "",
+        "source": source if isinstance(source, str) else [str(s) for s in source],
+        "source_images": len(src),
+        "source_names_sha256": names_digest(getattr(src, "paths", None) or src.names),
+        "num_images": int(num_images if num_images is not None else -1),
+        "shuffle_files": bool(shuffle_files),
+        "seed": int(seed),
+        "crop_to_square_pre_resize": crop,
+        "resize_mode": resize_mode,
+        "amp_dtype": str(amp_dtype),
+        "world_size": 1 if ctx is None else ctx.world_size,
+    }
 
 
 def _as_pixel_batch(images, size, torch):

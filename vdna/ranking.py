@@ -87,6 +87,8 @@ def rank_images(
     max_chunk_bytes: int = 256 * 2**20,
     verbose: bool = False,
     processor=None,
+    distributed: Optional[bool] = None,
+    group=None,
 ) -> List[Tuple[str, float]]:
     """Distance of every image of ``source`` to the ``reference`` DNA, closest first.
 
@@ -98,6 +100,8 @@ def rank_images(
     Eq. 5). Unreadable images are skipped with a warning (or raise with ``strict=True``).
 
     Returns ``[(image name, distance), ...]`` sorted by increasing distance (ties keep source order).
+    Under ``torch.distributed`` (``distributed`` / ``group`` as in ``make_vdna``) each rank scores its
+    share of the images and every rank returns the ranking of all of them.
     """
     from . import distances_to
     from .processor import VDNAProcessor, accumulator_for, resolve_device, source_batches
@@ -126,6 +130,11 @@ def rank_images(
     acc = accumulator_for(extractor, distribution, activation_ranges)
 
     src = open_source(source, num_images=num_images, shuffle=False, seed=seed)
+    from .distributed import context as dist_context
+
+    ctx = dist_context(distributed, group)
+    start, stop = (0, len(src)) if ctx is None else ctx.shard(len(src))
+    verbose = bool(verbose) and (ctx is None or ctx.rank == 0)
     chunk = max(1, int(max_chunk_bytes) // max(1, _image_dna_bytes(reference)))
     names: List[str] = []
     scores: List[np.ndarray] = []
@@ -141,24 +150,39 @@ def rank_images(
 
     import torch
 
-    for batch in source_batches(src, info, int(batch_size), num_workers, crop_to_square_pre_resize, resize_mode,
-                                seed, strict, verbose, desc=f"vdna rank ({metric})"):
-        skipped.extend(batch.skipped)
-        if len(batch.names):
-            acts = be.forward(torch.from_numpy(batch.images))
-            for i, name in enumerate(batch.names):
-                acc.reset()
-                acc.update({layer: a[i:i + 1] for layer, a in acts.items()})
-                pending.append(acc.compute())
-                names.append(str(name))
-                if len(pending) >= chunk:
-                    flush()
-    flush()
+    error = None
+    try:  # under torch.distributed a failing rank reports to the others instead of leaving them waiting
+        for batch in source_batches(src, info, int(batch_size), num_workers, crop_to_square_pre_resize, resize_mode,
+                                    seed, strict, verbose, desc=f"vdna rank ({metric})", start=start, stop=stop):
+            skipped.extend(batch.skipped)
+            if len(batch.names):
+                acts = be.forward(torch.from_numpy(batch.images))
+                for i, name in enumerate(batch.names):
+                    acc.reset()
+                    acc.update({layer: a[i:i + 1] for layer, a in acts.items()})
+                    pending.append(acc.compute())
+                    names.append(str(name))
+                    if len(pending) >= chunk:
+                        flush()
+        flush()
+    except Exception as exc:
+        if ctx is None:
+            raise
+        error = exc
+    if ctx is not None:  # every rank's (names, scores, skipped), in rank order = source order
+        from .distributed import agree_on_success, all_gather_json
+
+        agree_on_success(ctx, error)
+        local = [names, [float(v) for s in scores for v in s], [list(x) for x in skipped]]
+        everyone = all_gather_json(ctx, local)
+        names = [n for r in everyone for n in r[0]]
+        scores = [np.asarray([v for r in everyone for v in r[1]], dtype=np.float64)]
+        skipped = [tuple(x) for r in everyone for x in r[2]]
     if skipped:
         warnings.warn(f"{len(skipped)} unreadable image(s) were skipped and not ranked, e.g. "
                       f"{skipped[0][0]}: {skipped[0][1]}", stacklevel=2)
     if not names:
         raise ValueError("no readable image to rank in the source")
-    values = np.concatenate(scores)
+    values = np.concatenate(scores) if scores else np.zeros(0)
     order = np.argsort(values, kind="stable")
     return [(names[i], float(values[i])) for i in order]

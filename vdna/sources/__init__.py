@@ -20,6 +20,7 @@ from .readers import (
     open_source,
     select_positions,
 )
+from .shards import TarShards, expand_braces, iter_shard_batches
 from .resize import FAST_REDUCING_GAP, RESIZE_MODES, jpeg_draft_request, resize_image
 from .rgb import array_to_rgb, pil_to_rgb, to_rgb
 
@@ -35,11 +36,14 @@ __all__ = [
     "RESIZE_MODES",
     "SkippedImageWarning",
     "TarImageSource",
+    "TarShards",
     "ZipImageSource",
     "array_to_rgb",
     "crop_rng",
     "crop_to_square",
+    "expand_braces",
     "iter_batches",
+    "iter_shard_batches",
     "jpeg_draft_request",
     "load_image_into",
     "open_source",

@@ -3,7 +3,7 @@ import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -30,6 +30,7 @@ class Batch:
     names: List[str]
     images: np.ndarray
     skipped: List[Tuple[str, str]] = field(default_factory=list)
+    end: Optional[int] = None  # every source position before this one has been read or skipped
 
     def __len__(self):
         return len(self.indices)
@@ -82,6 +83,8 @@ def iter_batches(
     seed=0,
     strict=False,
     allocate=None,
+    start=0,
+    stop=None,
 ):
     """Iterate over ``source`` in batches of ``(n, 3, H, W)`` float32 images (0..255), in order.
 
@@ -100,6 +103,11 @@ def iter_batches(
     batch may be empty to report them. ``strict=True`` raises the :class:`ImageReadError` instead.
     ``ValueError`` if no image at all could be read. Arguments and the source are checked when this
     function is called, before any image is decoded.
+
+    ``start`` / ``stop``: read only source positions ``start`` .. ``stop - 1`` (a rank's share or a
+    resumed run's remainder); batches start at ``start``, and positions (hence random crops) are
+    those of the whole source. A part of the source with no readable image is not an error (the
+    last batch reports its skipped images).
     """
     size = check_size(size)
     batch_size = _check_count(batch_size, "batch_size", 1)
@@ -111,15 +119,21 @@ def iter_batches(
         allocate = lambda shape: np.empty(shape, dtype=np.float32)  # noqa: E731
     if not isinstance(source, ImageSource):
         source = open_source(source)
+    start = _check_count(start, "start", 0)
+    stop = len(source) if stop is None else _check_count(stop, "stop", 0)
+    if not start <= stop <= len(source):
+        raise ValueError(f"need 0 <= start <= stop <= {len(source)} (the source's size), got start={start}, stop={stop}")
     return _generate_batches(
-        source, size, batch_size, num_workers, crop_to_square, resize_mode, seed, bool(strict), allocate
+        source, size, batch_size, num_workers, crop_to_square, resize_mode, seed, bool(strict), allocate, start, stop
     )
 
 
-def _generate_batches(source, size, batch_size, num_workers, crop, resize_mode, seed, strict, allocate):
-    count = len(source)
+def _generate_batches(source, size, batch_size, num_workers, crop, resize_mode, seed, strict, allocate, first=0,
+                      end=None):
+    end = len(source) if end is None else end
+    count = end - first
     height, width = size
-    starts = iter(range(0, count, batch_size))
+    starts = iter(range(first, end, batch_size))
     pool = ThreadPoolExecutor(num_workers, thread_name_prefix="vdna-images") if num_workers > 0 else None
     pending = deque()
 
@@ -130,7 +144,7 @@ def _generate_batches(source, size, batch_size, num_workers, crop, resize_mode, 
         start = next(starts, None)
         if start is None:
             return
-        stop = min(start + batch_size, count)
+        stop = min(start + batch_size, end)
         shape = (stop - start, 3, height, width)
         buf = _check_buffer(allocate(shape), shape)
         if pool is None:
@@ -174,17 +188,18 @@ def _generate_batches(source, size, batch_size, num_workers, crop, resize_mode, 
                 names=[source.names[start + row] for row in kept],
                 images=buf[: len(kept)],
                 skipped=carried,
+                end=stop,
             )
             carried = []
             yield batch
             submit_next()
-        if read_total == 0 and count > 0:
+        if read_total == 0 and count > 0 and count == len(source):  # a part (a rank's share) may have none
             first_name, first_reason = carried[0]
             raise ValueError(
                 f"none of the {count} images could be read (first failure: {first_name}: {first_reason})"
             )
         if carried:
-            yield Batch(np.zeros(0, dtype=np.int64), [], last_buf[:0], carried)
+            yield Batch(np.zeros(0, dtype=np.int64), [], last_buf[:0], carried, end=end)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
