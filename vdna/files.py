@@ -153,7 +153,7 @@ def save_vdna(vdna: VDNA, file_path) -> None:
                     os.unlink(p)
                 except FileNotFoundError:
                     pass
-    _remove_leftovers(directory, json_path, npz_path)
+    _remove_leftovers(directory, json_path, npz_path, npz_sha)
 
 
 def _checked_arrays(vdna: VDNA, where: str) -> Dict[str, np.ndarray]:
@@ -245,14 +245,15 @@ def _pending_candidates(npz_path: str, sha: str):
     return [e.path for e in entries if temporary_target(e.name) == target]
 
 
-def _remove_leftovers(directory: str, json_path: str, npz_path: str) -> None:
+def _remove_leftovers(directory: str, json_path: str, npz_path: str, saved_sha: str) -> None:
     """Step 6: temporaries of killed saves of this DNA (their writer process is gone)."""
     json_name, npz_name = os.path.basename(json_path), os.path.basename(npz_path)
     pending_re = re.compile(re.escape(npz_name) + r"\.sha256-[0-9a-f]{64}")
     keep = None
-    try:  # never remove the pending .npz that the JSON in place names (a concurrent save's commit)
+    try:  # never remove the pending .npz that the JSON in place names (a concurrent save's commit),
+        # unless it is the content this save has just put in place as the .npz
         sha = _declared_sha(_read_json(json_path), json_path)
-        keep = f"{npz_name}.sha256-{sha}" if sha else None
+        keep = f"{npz_name}.sha256-{sha}" if sha and sha != saved_sha else None
     except (OSError, ValueError):
         pass
 
