@@ -179,6 +179,9 @@ def _float_eps(dtype) -> float:
     return float(np.finfo(dtype).eps) if dtype.kind == "f" else float(np.finfo(np.float64).eps)
 
 
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
 def check_covariance(sigma: np.ndarray, stored_dtype, num_images: int, what: str) -> np.ndarray:
     """``sigma`` (finite, float64) if it is a covariance matrix: non-negative diagonal, symmetric and
     positive semi-definite up to rounding; the two triangles are averaged when they differ within
@@ -186,16 +189,19 @@ def check_covariance(sigma: np.ndarray, stored_dtype, num_images: int, what: str
 
     Tolerance, derived from the float64 eigenvalues. A covariance of n images accumulated in float64
     carries, per entry, at most the worst-case summation error n·eps64 times sqrt(Σii·Σjj) <= max diag
-    (Cauchy-Schwarz), and storing it in the file's precision adds eps_file relative to the entry. So
-    every entry is within e = (eps_file + n·eps64)·max diag of an exact covariance, the two triangles
-    within 2e of each other (the symmetry check), and the symmetrised matrix S within ||E||_2 <= d·e
+    (Cauchy-Schwarz), and storage adds eps_store relative to the entry, where eps_store is the
+    epsilon of the file's dtype but never less than eps32: vdna 0.1.1 stored float32 covariances (and
+    float32 device accumulators produce them), and a DNA loaded from such a file and saved again is
+    written in float64 with its float32 rounding intact. So every entry is within
+    e = (eps_store + n·eps64)·max diag of an exact covariance, the two triangles within 2e of each
+    other (the symmetry check), and the symmetrised matrix S within ||E||_2 <= d·e
     (||E||_2 <= ||E||_F <= d·max|E_ij|) of it in spectral norm: by Weyl's inequality its eigenvalues
     move by at most d·e from the exact ones, which are >= 0. ``numpy.linalg.eigvalsh`` (LAPACK, in
     float64) is backward stable: each computed eigenvalue is within about d·eps64·max|λ| of S's.
     So a covariance is accepted when its smallest computed eigenvalue is >= -tol with
     tol = 2·d·(e + eps64·max|λ|) (the factor 2 is headroom for the constants the bounds leave out);
-    anything more negative is not a rounding effect. float32 covariances of vdna 0.1.1 pass because
-    eps_file = eps32 is part of e. The eigenvalues cost about 9·d³ flops (about 1 s for d = 2048).
+    anything more negative is not a rounding effect (e.g. d = 2048, n = 10^6: tol ≈ 5e-4·max diag).
+    The eigenvalues cost about 9·d³ flops (about 1 s for d = 2048).
     """
     d = sigma.shape[0]
     if d == 0:
@@ -205,7 +211,7 @@ def check_covariance(sigma: np.ndarray, stored_dtype, num_images: int, what: str
         i = int(np.argmin(diag))
         raise ValueError(f"{what}: the covariance has a negative variance on its diagonal (neuron {i}: {diag[i]!r})")
     scale = float(diag.max())
-    entry_err = (_float_eps(stored_dtype) + max(int(num_images), 1) * _float_eps(np.float64)) * scale
+    entry_err = (max(_float_eps(stored_dtype), _EPS32) + max(int(num_images), 1) * _float_eps(np.float64)) * scale
     diff = np.abs(sigma - sigma.T)
     asym = float(diff.max())
     if asym > 2 * entry_err:

@@ -366,7 +366,9 @@ def _read_json(json_path: str) -> dict:
         if size > MAX_JSON_BYTES:
             raise ValueError(f"{json_path}: {size} bytes is too large for DNA metadata "
                              f"(at most {MAX_JSON_BYTES >> 20} MiB)")
-        raw = f.read(MAX_JSON_BYTES + 1)
+        raw = f.read(size + 1)  # (read(n) reserves n bytes: never ask for more than the file holds)
+        if len(raw) > MAX_JSON_BYTES:
+            raise ValueError(f"{json_path}: too large for DNA metadata (at most {MAX_JSON_BYTES >> 20} MiB)")
     try:
         meta = json.loads(raw.decode("utf-8"))
     except RecursionError:
