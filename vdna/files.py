@@ -567,31 +567,4 @@ def _read_npy_member(member, key: str, budget: int, want, strict: bool):
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
-# ---------------------------------------------------------------------------------------- describing
-def describe_dna(file_path) -> dict:
-    """A summary of a DNA file (what ``vdna inspect`` shows): path, name, type, extractor, image count,
-    skipped files, NaN values, layers, neurons, format, writer, time of compute, file sizes, source."""
-    vdna, raw, json_path, npz_used = _load(file_path)
-    ours = raw.get(OUR_KEY) if isinstance(raw.get(OUR_KEY), dict) else None
-    nan_counts = {l: int(c) for l, c in (vdna.meta.get("nan_counts") or {}).items()}
-    source = getattr(vdna.data_settings_used, "source", None)
-    return {
-        "path": json_path[: -len(".json")],
-        "name": vdna.name,
-        "type": vdna.name,
-        "extractor": vdna.feature_extractor_name,
-        "num_images": int(vdna.num_images),
-        "skipped_files": list(vdna.meta.get("skipped_files") or []),
-        "nan_values": sum(nan_counts.values()),
-        "layers": {l: int(c) for l, c in vdna.neurons_list.items()},
-        "neurons": sum(int(c) for c in vdna.neurons_list.values()),
-        "format": ("vdna format %s (readable by the reference package 0.1.1)" % ours.get("format_version"))
-        if ours else "reference vdna 0.1.1 format",
-        "written_by": f"vdna {raw.get('vdna_version', '?')}",
-        "time_of_compute": raw.get("time_of_compute"),
-        "files": {"json": os.path.getsize(json_path), "npz": os.path.getsize(npz_used)},
-        "source": source if isinstance(source, str) else None,
-    }
-
-
-__all__ = ["save_vdna", "load_vdna_from_files", "pair_paths", "read_npz", "describe_dna", "FORMAT_VERSION"]
+__all__ = ["save_vdna", "load_vdna_from_files", "pair_paths", "read_npz", "FORMAT_VERSION"]

@@ -142,6 +142,7 @@ class VDNAProcessor:
         stream.extraction_settings.num_workers = num_workers
         stream.extraction_settings.verbose = verbose
         stream.meta["resize_mode"] = resize_mode
+        stream.meta["skipped_files"].extend({"name": n, "reason": r} for n, r in src.skipped)  # found, not read
         stream._run_source(src, num_workers, crop_to_square_pre_resize, resize_mode, seed, strict, verbose)
         vdna = stream.compute()
         if save_sample_images is not None:
