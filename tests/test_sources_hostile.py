@@ -212,3 +212,16 @@ def test_command_errors_on_mutated_files(tmp_path, capsys):
             continue
         line = _error_line(err)
         assert f"f{i}." in line and not any(name in line for name in INTERNAL_NAMES), line
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (RecursionError("maximum recursion depth exceeded"), "nested too deeply"),
+    (MemoryError(), "not enough memory"),
+    (OverflowError("int too large to convert"), "int too large to convert"),
+    (TypeError("Value after * must be an iterable, not NoneType"), "Value after *"),
+])
+def test_unexpected_exceptions_are_explained_without_their_class_name(exc, expected):
+    from vdna.cli import _explain
+
+    line = _explain(exc, debug=False)
+    assert expected in line and type(exc).__name__ not in line and "--debug" in line

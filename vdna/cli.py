@@ -231,14 +231,18 @@ def main(argv=None) -> int:
 
 
 def _explain(exc: BaseException, debug: bool) -> str:
+    """One line in words: what is wrong with which file or argument. Our errors (ValueError, OSError,
+    ...) carry that in their message; for anything else the message is kept and the exception's class
+    name is never shown (it means nothing to a user), only a pointer to --debug."""
     if isinstance(exc, OSError) and exc.filename and exc.strerror:  # raised by the OS: "[Errno 2] ..." reads badly
         message = f"{exc.filename}: {exc.strerror}"
+    elif isinstance(exc, MemoryError):
+        message = "not enough memory" + (f" ({exc})" if str(exc) else "")
+    elif isinstance(exc, RecursionError):
+        message = "an input is nested too deeply to be processed"
     else:
-        message = str(exc).strip() or type(exc).__name__
+        message = str(exc).strip() or "unexpected failure"
     message = " ".join(message.split())  # one line
-    expected = (CLIError, ValueError, TypeError, OSError, ImportError, KeyError, RuntimeError)
-    if not isinstance(exc, expected):
-        message = f"{type(exc).__name__}: {message}"
     if not debug and not isinstance(exc, (CLIError, ValueError, OSError, ImportError)):
         message += " (run again with --debug for details)"
     return message
