@@ -358,3 +358,11 @@ def test_mutation_fuzzer_only_value_errors(tmp_path, rng, kind):
         assert_same_data(vdna.load_vdna_from_files(tmp_path / "resaved"), w)
         outcomes["loaded"] += 1
     assert outcomes["refused"] > 20 and outcomes["loaded"] > 5, outcomes  # the fuzzer did reach both sides
+
+
+def test_merge_refuses_image_counts_beyond_int64(rng):
+    a, b = make_dna("histogram-7", rng, num_images=2 ** 62), make_dna("histogram-7", rng, num_images=2 ** 62)
+    with pytest.raises(ValueError, match=r"exceed 2\^63 - 1"):
+        a.merge(b)
+    b.num_images = 2 ** 62 - 1
+    assert a.merge(b).num_images == 2 ** 63 - 1
