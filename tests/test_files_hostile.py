@@ -69,6 +69,27 @@ def _patch_uncompressed_size(npz_path, size):
     open(npz_path, "wb").write(bytes(data))
 
 
+def _write_deflated_zip(npz_path, name, pieces):
+    """A zip with one deflated member ``name`` whose content is the concatenation of ``pieces``,
+    compressed piece by piece (zipfile cannot write pre-compressed data; a bomb is never held whole)."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    raw, size, crc = [], 0, 0
+    for piece in pieces:
+        raw.append(comp.compress(piece))
+        size += len(piece)
+        crc = zlib.crc32(piece, crc)
+    raw.append(comp.flush())
+    raw = b"".join(raw)
+    name = name.encode()
+    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(raw), size, len(name), 0)
+    central = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(raw), size, len(name),
+                          0, 0, 0, 0, 0, 0)
+    body = local + name + raw
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(central) + len(name), len(body), 0)
+    with open(npz_path, "wb") as f:
+        f.write(body + central + name + end)
+
+
 def _peak_of(fn):
     """(exception raised by fn(), peak bytes traced while it ran)."""
     tracemalloc.start()
@@ -106,28 +127,9 @@ def test_tiny_npz_claiming_gigabytes_fails_without_allocating(tmp_path, claimed,
 def test_deflate_bomb_under_a_valid_key_is_not_decompressed(tmp_path):
     # a valid header and data for the JSON's shape, then 64 MB of zeros deflated to about 64 kB
     good = _npy_bytes((2, 4), "<i4", np.ones((2, 4), np.int32).tobytes())
-    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
-    deflated = [comp.compress(good)]
-    zeros = bytes(1 << 20)
-    for _ in range(64):
-        deflated.append(comp.compress(zeros))
-    deflated.append(comp.flush())
-    raw = b"".join(deflated)
     base = tmp_path / "bomb"
-    # a deflated member written by hand (zipfile cannot write pre-compressed data)
-    _write_pair(base, _json_for("histogram-4", {"l": 2}), {"l.npy": b"x"})
-    size = len(good) + 64 * (1 << 20)
-    crc = zlib.crc32(good)
-    for _ in range(64):
-        crc = zlib.crc32(zeros, crc)
-    name = b"l.npy"
-    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(raw), size, len(name), 0)
-    central = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(raw), size, len(name),
-                          0, 0, 0, 0, 0, 0)
-    body = local + name + raw
-    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(central) + len(name), len(body), 0)
-    with open(f"{base}.npz", "wb") as f:
-        f.write(body + central + name + end)
+    _write_pair(base, _json_for("histogram-4", {"l": 2}), {"l.npy": b""})
+    _write_deflated_zip(f"{base}.npz", "l.npy", [good] + [bytes(1 << 20)] * 64)
     assert os.path.getsize(f"{base}.npz") < 400_000
     exc, peak = _peak_of(lambda: vdna.load_vdna_from_files(base))
     assert isinstance(exc, ValueError) and "bomb.npz" in str(exc) and "'l'" in str(exc), exc
@@ -366,3 +368,14 @@ def test_merge_refuses_image_counts_beyond_int64(rng):
         a.merge(b)
     b.num_images = 2 ** 62 - 1
     assert a.merge(b).num_images == 2 ** 63 - 1
+
+
+def test_npy_header_length_claiming_gigabytes_inside_a_bomb_is_not_read(tmp_path):
+    # a version 2.0 header whose 32-bit length claims 4 GB, followed by 64 MB of deflated spaces
+    head = b"\x93NUMPY\x02\x00" + (0xFFFFFFF0).to_bytes(4, "little")
+    base = tmp_path / "hdr"
+    _write_pair(base, _json_for("histogram-4", {"l": 2}), {"l.npy": b""})
+    _write_deflated_zip(f"{base}.npz", "l.npy", [head] + [b" " * (1 << 20)] * 64)
+    exc, peak = _peak_of(lambda: vdna.load_vdna_from_files(base))
+    assert isinstance(exc, ValueError) and "hdr.npz" in str(exc) and "header of 4294967280 bytes" in str(exc), exc
+    assert peak < PEAK_LIMIT, peak

@@ -44,6 +44,7 @@ the values are checked (``VDNA.set_npz_arrays``). Every problem is a ValueError 
 """
 import datetime
 import hashlib
+import io
 import json
 import math
 import os
@@ -77,6 +78,7 @@ _SHA_RE = re.compile(r"[0-9a-f]{64}")
 MAX_JSON_BYTES = 256 << 20  # a DNA's JSON is kilobytes (megabytes with a long skipped-files list)
 _DEFLATE_MAX_RATIO = 1032  # deflate cannot expand more: a 258-byte match costs at least 2 bits
 _HEADER_SLACK = 4096  # zlib/npy framing of a tiny member
+_MAX_NPY_HEADER = 10000  # numpy's own limit for headers it parses; ours are under 200 bytes
 _CHUNK = 1 << 20  # decompressed bytes per read: the only memory beyond the array itself
 _LOAD_ATTEMPTS = 4  # a reader that raced complete saves re-reads the JSON this many times
 
@@ -518,14 +520,36 @@ def _detail(exc: BaseException) -> str:
     return (text[:200] + "...") if len(text) > 200 else (text or "unreadable")
 
 
+def _read_npy_header_bytes(member, key: str) -> io.BytesIO:
+    """The magic string, header length and header of an .npy member, read with a size cap (a version
+    2 header length is 32 bits: numpy would try to read up to 4 GB of a decompression bomb)."""
+    magic = member.read(8)
+    if len(magic) < 8 or magic[:6] != b"\x93NUMPY":
+        raise _NpzProblem(f"array '{key}' is not an .npy array (bad magic string)")
+    width = {1: 2, 2: 4}.get(magic[6])
+    if width is None:
+        raise _NpzProblem(f"array '{key}': unsupported .npy format version {magic[6]}.{magic[7]}")
+    length_bytes = member.read(width)
+    if len(length_bytes) < width:
+        raise _NpzProblem(f"array '{key}' is truncated in its .npy header")
+    length = int.from_bytes(length_bytes, "little")
+    if length > _MAX_NPY_HEADER:
+        raise _NpzProblem(f"array '{key}' has an .npy header of {length} bytes (at most {_MAX_NPY_HEADER})")
+    header = member.read(length)
+    if len(header) < length:
+        raise _NpzProblem(f"array '{key}' is truncated in its .npy header")
+    return io.BytesIO(magic + length_bytes + header)
+
+
 def _read_npy_member(member, key: str, budget: int, want, strict: bool):
     fmt = np.lib.format
     try:
-        version = fmt.read_magic(member)
+        header = _read_npy_header_bytes(member, key)  # bounded: numpy would read what the length claims
+        version = fmt.read_magic(header)
         if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(member)
+            shape, fortran, dtype = fmt.read_array_header_1_0(header)
         elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(member)
+            shape, fortran, dtype = fmt.read_array_header_2_0(header)
         else:
             raise _NpzProblem(f"array '{key}': unsupported .npy format version {version}")
     except _NpzProblem:
