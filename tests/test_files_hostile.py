@@ -379,3 +379,17 @@ def test_npy_header_length_claiming_gigabytes_inside_a_bomb_is_not_read(tmp_path
     exc, peak = _peak_of(lambda: vdna.load_vdna_from_files(base))
     assert isinstance(exc, ValueError) and "hdr.npz" in str(exc) and "header of 4294967280 bytes" in str(exc), exc
     assert peak < PEAK_LIMIT, peak
+
+
+def test_null_nan_counts_and_skipped_files_load_and_merge(tmp_path, rng):
+    # "Value after * must be an iterable, not NoneType" came from merging such a file
+    base = tmp_path / "nulls"
+    make_dna("gaussian", rng).save(base)
+    _resave_arrays(base, None, lambda m: m["vdna"].update(nan_counts=None, skipped_files=None))
+    v = vdna.load_vdna_from_files(base)
+    merged = v.merge(v)
+    assert merged.num_images == 2 * v.num_images
+    assert merged.meta["nan_counts"] == {} and merged.meta["skipped_files"] == []
+    repr(merged)
+    merged.save(tmp_path / "merged")
+    assert vdna.load_vdna_from_files(tmp_path / "merged").num_images == merged.num_images

@@ -393,11 +393,11 @@ class VDNA:
 def merge_meta(a: Mapping, b: Mapping) -> dict:
     """Metadata of a merged DNA: NaN counts summed, skipped files concatenated, the rest from `a`."""
     out = copy.deepcopy(dict(a))
-    if META_NAN_COUNTS in a or META_NAN_COUNTS in b:
-        na, nb = a.get(META_NAN_COUNTS, {}), b.get(META_NAN_COUNTS, {})
+    if META_NAN_COUNTS in a or META_NAN_COUNTS in b:  # (null in a file reads as None: no counts)
+        na, nb = a.get(META_NAN_COUNTS) or {}, b.get(META_NAN_COUNTS) or {}
         out[META_NAN_COUNTS] = {l: int(na.get(l, 0)) + int(nb.get(l, 0)) for l in list(dict.fromkeys([*na, *nb]))}
     if META_SKIPPED_FILES in a or META_SKIPPED_FILES in b:
-        out[META_SKIPPED_FILES] = list(a.get(META_SKIPPED_FILES, [])) + list(b.get(META_SKIPPED_FILES, []))
+        out[META_SKIPPED_FILES] = list(a.get(META_SKIPPED_FILES) or []) + list(b.get(META_SKIPPED_FILES) or [])
     return out
 
 
