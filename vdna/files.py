@@ -17,7 +17,7 @@ The JSON is the single commit point, and the .npz it names is always findable by
    that loads, while ``S.npz`` may still be the old arrays;
 5. rename the pending file over ``S.npz`` and fsync the directory;
 6. remove the temporaries that killed saves of ``S`` left behind (their writer process is gone),
-   except a pending file the current JSON still names.
+   except a pending file that the JSON in place names and that is not the content just saved.
 
 The loader reads ``S.json`` once; when it names a checksum, it opens ``S.npz``, hashes the open file
 and reads the arrays from that same open file if the hash matches; otherwise it loads the pending
