@@ -261,3 +261,10 @@ def test_resaved_reference_dna_keeps_the_reference_layout(stem, tmp_path):
             assert sorted(keys) == sorted(fx["arrays"])  # no placeholders written back
         for key in fx["arrays"]:
             _assert_same_values(npz[key], _expected_array(stem, key), f"resaved {stem}:{key}")
+    # and it loads again here, with every check of a load (a float32 covariance saved in float64
+    # keeps its float32 rounding: the PSD tolerance allows for it)
+    again = vdna.load_vdna_from_files(str(tmp_path / "resaved"))
+    for layer in dna.data:
+        a, b = dna.data[layer], again.data[layer]
+        for k in (a if isinstance(a, dict) else [None]):
+            np.testing.assert_array_equal(np.asarray(b if k is None else b[k]), np.asarray(a if k is None else a[k]))

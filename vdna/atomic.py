@@ -15,10 +15,10 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Iterator, List, Union
+from typing import Callable, Iterator, List, Optional, Union
 
 __all__ = ["atomic_path", "atomic_write", "write_bytes_atomic", "write_text_atomic", "temporary_path", "fsync_dir",
-           "remove_stale_temporaries"]
+           "remove_stale_temporaries", "temporary_target"]
 
 PathLike = Union[str, os.PathLike]
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{16}\.tmp$")
@@ -114,10 +114,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(directory: PathLike, name: str = None) -> List[Path]:
-    """Delete temporaries left in ``directory`` by killed writers (of ``name`` only, if given).
+def temporary_target(file_name: str) -> Optional[str]:
+    """The target name of a temporary made by ``temporary_path`` (``".x.json.123-<hex>.tmp"`` ->
+    ``"x.json"``), or None when ``file_name`` is not such a temporary."""
+    m = _TEMP_RE.match(file_name)
+    return m.group("name") if m else None
 
-    A temporary is stale when the process that created it no longer exists. Returns what was removed.
+
+def remove_stale_temporaries(directory: PathLike, name: str = None, *,
+                             match: Callable[[str], bool] = None) -> List[Path]:
+    """Delete temporaries left in ``directory`` by killed writers: those of the target ``name`` only,
+    if given, and of targets for which ``match(target name)`` is true, if given.
+
+    A temporary is stale when the process that created it no longer exists (so a writer that is still
+    running keeps its files). Returns what was removed.
     """
     removed = []
     try:
@@ -127,6 +137,8 @@ def remove_stale_temporaries(directory: PathLike, name: str = None) -> List[Path
     for entry in entries:
         m = _TEMP_RE.match(entry.name)
         if not m or (name is not None and m.group("name") != name):
+            continue
+        if match is not None and not match(m.group("name")):
             continue
         if _pid_alive(int(m.group("pid"))):
             continue

@@ -246,14 +246,18 @@ def main(argv=None) -> int:
 
 
 def _explain(exc: BaseException, debug: bool) -> str:
+    """One line in words: what is wrong with which file or argument. Our errors (ValueError, OSError,
+    ...) carry that in their message; for anything else the message is kept and the exception's class
+    name is never shown (it means nothing to a user), only a pointer to --debug."""
     if isinstance(exc, OSError) and exc.filename and exc.strerror:  # raised by the OS: "[Errno 2] ..." reads badly
         message = f"{exc.filename}: {exc.strerror}"
+    elif isinstance(exc, MemoryError):
+        message = "not enough memory" + (f" ({exc})" if str(exc) else "")
+    elif isinstance(exc, RecursionError):
+        message = "an input is nested too deeply to be processed"
     else:
-        message = str(exc).strip() or type(exc).__name__
+        message = str(exc).strip() or "unexpected failure"
     message = " ".join(message.split())  # one line
-    expected = (CLIError, ValueError, TypeError, OSError, ImportError, KeyError, RuntimeError)
-    if not isinstance(exc, expected):
-        message = f"{type(exc).__name__}: {message}"
     if not debug and not isinstance(exc, (CLIError, ValueError, OSError, ImportError)):
         message += " (run again with --debug for details)"
     return message
@@ -277,17 +281,25 @@ def _is_dna_path(path: str) -> bool:
 def load_dna(path: str):
     """Load a DNA given with or without its suffix; a clear error when a file is missing."""
     from . import load_vdna_from_files
+
+    load_dna_check(path)
+    return load_vdna_from_files(path)
+
+
+def load_dna_check(path: str) -> None:
+    """CLIError, saying how to make one, when the DNA's .json (or, for a JSON of vdna 0.1.1, its
+    .npz) is missing. (A JSON of ours may name a pending .npz of an interrupted save: the loader
+    finds it.)"""
     from .files import pair_paths
 
     json_path, npz_path = pair_paths(path)
     missing = [p for p in (json_path, npz_path) if not os.path.isfile(p)]
-    if missing:
-        base = json_path[: -len(".json")]
-        if len(missing) == 2:
-            raise CLIError(f"DNA not found: {path} (expected {json_path} and {npz_path}); "
-                           f"make one with `vdna make SOURCE -o {base}`")
-        raise CLIError(f"DNA {base} is incomplete: {missing[0]} is missing (a DNA is a .json + .npz pair)")
-    return load_vdna_from_files(path)
+    base = json_path[: -len(".json")]
+    if len(missing) == 2:
+        raise CLIError(f"DNA not found: {path} (expected {json_path} and {npz_path}); "
+                       f"make one with `vdna make SOURCE -o {base}`")
+    if missing == [json_path]:
+        raise CLIError(f"DNA {base} is incomplete: {json_path} is missing (a DNA is a .json + .npz pair)")
 
 
 def _check_source_exists(source: str) -> None:
@@ -336,37 +348,10 @@ def _out_base(path: str) -> str:
 
 
 def read_neuron_weights(path: str, vdna, layer=None, metric: str = "EMD"):
-    """Weights for the distance, as the flat array the distance functions take.
+    """Neuron weights from a file (see ``vdna.weights_io.read_neuron_weights``)."""
+    from .weights_io import read_neuron_weights as read
 
-    Files: .npy (one weight per selected neuron, network order; for FD one per layer), .npz or .json
-    ({layer: weights}, or for FD {layer: weight}).
-    """
-    import numpy as np
-
-    _existing_file(path, "weights file")
-    lower = path.lower()
-    try:
-        if lower.endswith(".npy"):
-            return np.load(path, allow_pickle=False)
-        if lower.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as z:
-                per_layer = {k: z[k] for k in z.files}
-        elif lower.endswith(".json"):
-            with open(path, "r", encoding="utf-8") as f:
-                obj = json.load(f)
-            if not isinstance(obj, dict):
-                return np.asarray(obj, dtype=np.float64)
-            per_layer = {str(k): np.asarray(v, dtype=np.float64) for k, v in obj.items()}
-        else:
-            raise CLIError(f"weights file {path}: use .npy (one weight per neuron, network order), .npz or .json "
-                           "({layer: [weights]})")
-    except (ValueError, OSError) as exc:
-        raise CLIError(f"weights file {path}: cannot be read ({exc})") from exc
-    layers = [layer] if layer is not None else list(vdna.neurons_list)
-    missing = [l for l in layers if l not in per_layer]
-    if missing:
-        raise CLIError(f"weights file {path} has no weights for layer(s) {missing}")
-    return np.concatenate([np.asarray(per_layer[l], dtype=np.float64).reshape(-1) for l in layers])
+    return read(path, vdna, layer, metric)
 
 
 def _check_plotting(option: str, path) -> None:
@@ -636,33 +621,11 @@ def cmd_rank(args) -> int:
 
 
 def describe_dna(path: str) -> dict:
-    """What ``vdna inspect`` shows, as a dict."""
-    from .files import pair_paths
+    """What ``vdna inspect`` shows, as a dict (see ``vdna.describe.describe_dna``)."""
+    from .describe import describe_dna as describe
 
-    v = load_dna(path)
-    json_path, npz_path = pair_paths(path)
-    with open(json_path, "r", encoding="utf-8") as f:
-        raw = json.load(f)
-    ours = raw.get("vdna") if isinstance(raw.get("vdna"), dict) else None
-    nan_counts = {l: int(c) for l, c in (v.meta.get("nan_counts") or {}).items()}
-    return {
-        "path": json_path[: -len(".json")],
-        "name": v.name,
-        "type": _dna_kind(v),
-        "extractor": v.feature_extractor_name,
-        "num_images": int(v.num_images),
-        "skipped_files": list(v.meta.get("skipped_files") or []),
-        "nan_values": sum(nan_counts.values()),
-        "layers": {l: int(c) for l, c in v.neurons_list.items()},
-        "neurons": sum(int(c) for c in v.neurons_list.values()),
-        "format": ("vdna format %s (readable by the reference package 0.1.1)" % ours.get("format_version"))
-        if ours else "reference vdna 0.1.1 format",
-        "written_by": f"vdna {raw.get('vdna_version', '?')}",
-        "time_of_compute": raw.get("time_of_compute"),
-        "files": {"json": os.path.getsize(json_path), "npz": os.path.getsize(npz_path)},
-        "source": getattr(v.data_settings_used, "source", None) if isinstance(
-            getattr(v.data_settings_used, "source", None), str) else None,
-    }
+    load_dna_check(path)
+    return describe(path)
 
 
 def cmd_inspect(args) -> int:

@@ -165,6 +165,8 @@ class VDNAProcessor:
             stream.extraction_settings.num_workers = num_workers
             stream.extraction_settings.verbose = verbose
             stream.meta["resize_mode"] = resize_mode
+            if ctx is None or ctx.rank == 0:  # found while listing, not read; every rank lists the same
+                stream.meta["skipped_files"].extend({"name": n, "reason": r} for n, r in getattr(src, "skipped", ()))
             stream._dist, stream._dst = ctx, dst
             start, stop = (0, len(src)) if ctx is None else ctx.shard(len(src))
             identity = _run_identity(stream, src, num_images, shuffle_files, seed, crop_to_square_pre_resize, resize_mode,

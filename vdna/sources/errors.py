@@ -1,8 +1,8 @@
 """Errors and warnings raised while reading images."""
 
 
-class ImageReadError(Exception):
-    """An image could not be read or decoded.
+class ImageReadError(OSError):
+    """An image could not be read or decoded (an ``OSError``: ``except OSError`` catches it).
 
     ``name`` is the image's id in its source (a path, ``"<archive>:<member>"`` or ``"array[i]"``);
     ``cause`` is the underlying exception (or a message).
@@ -19,7 +19,13 @@ class SkippedImageWarning(UserWarning):
 
 
 def describe_cause(cause):
-    """One line saying what went wrong: ``"TypeName: message"`` for exceptions."""
+    """One line saying what went wrong, in words (no exception class names): the OS's message for
+    OSErrors ("No such file or directory"), the exception's message otherwise."""
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
     if isinstance(cause, BaseException):
-        return f"{type(cause).__name__}: {cause}"
+        text = " ".join(str(cause).split())
+        if isinstance(cause, MemoryError):
+            return "not enough memory to decode it" + (f" ({text})" if text else "")
+        return text or "the image data are invalid"
     return str(cause)

@@ -6,6 +6,7 @@ folders, text lists and zip archives are sorted by path; tar shards keep their a
 """
 import glob
 import os
+import stat
 import tarfile
 import zipfile
 
@@ -34,10 +35,43 @@ def _is_hidden(name):
     return name.startswith(".") or name == "__MACOSX"
 
 
-def list_folder(root):
+def _member_parts(name):
+    """The folder parts of an archive member name, without the empty and "." parts ("./a/b.png",
+    as ``tar -cf x.tar .`` writes names, is "a/b.png")."""
+    return [part for part in name.split("/") if part not in ("", ".")]
+
+
+def _unsafe_member(name):
+    """Why an archive member's path is refused (".." parts or an absolute path), or None."""
+    if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/"):
+        return "unsafe member path ('..' or absolute): not read"
+    return None
+
+
+def non_regular_kind(path):
+    """What ``path`` is when it exists and is not a regular file ("a FIFO", "a socket", "a device",
+    "a folder", ...), else None (a regular file, or a path that cannot be examined: reading it will
+    say why). Reading a FIFO would block for ever; a device may never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def list_folder(root, skipped=None):
     """Image files under ``root`` (recursive, following symbolic links once), sorted by path.
 
-    Paths are ``os.path.join(root, relative)``, as the reference's glob gives them.
+    Paths are ``os.path.join(root, relative)``, as the reference's glob gives them. Entries with an
+    image extension that are not regular files (FIFOs, sockets, devices) are left out and, when
+    ``skipped`` is a list, appended to it as ``(path, reason)``.
     """
     found = []
     seen_dirs = set()
@@ -50,8 +84,15 @@ def list_folder(root):
         dirnames[:] = [d for d in dirnames if not _is_hidden(d)]
         for name in filenames:
             if not _is_hidden(name) and has_image_extension(name):
-                found.append(os.path.join(dirpath, name))
+                path = os.path.join(dirpath, name)
+                kind = non_regular_kind(path)
+                if kind is None:
+                    found.append(path)
+                elif skipped is not None:
+                    skipped.append((path, f"{kind}, not an image file"))
     found.sort()
+    if skipped is not None:
+        skipped.sort()
     return found
 
 
@@ -82,26 +123,36 @@ def read_path_list(txt_path):
     return paths
 
 
-def list_zip_members(archive):
+def list_zip_members(archive, skipped=None):
     """Image members of an open ``zipfile.ZipFile``, sorted by member name.
 
     Members in subfolders are included; folders, hidden files and ``__MACOSX`` entries are not. A
     name stored twice is listed once (its last entry, which is what reading by name returns).
+    Image members with ".." in their path (or an absolute path) are left out and, when ``skipped`` is
+    a list, appended to it as ``("<archive>:<member>", reason)``.
     """
     by_name = {}
     for info in archive.infolist():
         if info.is_dir() or not has_image_extension(info.filename):
             continue
-        if any(_is_hidden(part) for part in info.filename.split("/")):
+        reason = _unsafe_member(info.filename)
+        if reason is not None:
+            if skipped is not None:
+                skipped.append((f"{archive.filename}:{info.filename}", reason))
+            continue
+        if any(_is_hidden(part) for part in _member_parts(info.filename)):
             continue
         by_name[info.filename] = info
     return [by_name[name] for name in sorted(by_name)]
 
 
-def list_tar_members(tar_path):
+def list_tar_members(tar_path, skipped=None):
     """``(member name, data offset, size)`` of the image members of one uncompressed tar shard.
 
     Archive order is kept. Compressed archives cannot be read at random offsets and are rejected.
+    Image members with ".." in their path (or an absolute path) and image names that are links or
+    devices rather than files are left out and, when ``skipped`` is a list, appended to it as
+    ``("<shard>:<member>", reason)``.
     """
     try:
         with tarfile.open(tar_path, mode="r:") as archive:
@@ -112,9 +163,15 @@ def list_tar_members(tar_path):
         ) from exc
     found = []
     for m in members:
-        if not m.isreg() or not has_image_extension(m.name):
+        if m.isdir() or not has_image_extension(m.name):
             continue
-        if any(_is_hidden(part) for part in m.name.split("/")):
+        reason = _unsafe_member(m.name) or (None if m.isreg() else "not a regular file in the archive (a link or "
+                                                                    "device): not read")
+        if reason is not None:
+            if skipped is not None:
+                skipped.append((f"{tar_path}:{m.name}", reason))
+            continue
+        if any(_is_hidden(part) for part in _member_parts(m.name)):
             continue
         found.append((m.name, m.offset_data, m.size))
     return found

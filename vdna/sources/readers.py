@@ -7,11 +7,12 @@ orientation tags are not applied and multi-frame files give their first frame.
 """
 import io
 import os
+import warnings
 
 import numpy as np
 from PIL import Image
 
-from .errors import ImageReadError
+from .errors import ImageReadError, SkippedImageWarning
 from .listing import (
     IMAGE_EXTENSIONS,
     expand_glob,
@@ -21,6 +22,7 @@ from .listing import (
     list_folder,
     list_tar_members,
     list_zip_members,
+    non_regular_kind,
     open_zip,
     read_path_list,
 )
@@ -32,7 +34,11 @@ class ImageSource:
 
     ``names[i]`` is a stable id of image ``i``: its path, ``"<archive>:<member>"`` for zip and tar
     members, or ``"array[k]"`` (``k`` its position in the user's list). ``read(i)`` decodes it.
+    ``skipped``: ``(name, reason)`` of the entries that were found while listing but are not read
+    (FIFOs and other non-regular files in folders, archive members with ".." in their path).
     """
+
+    skipped = ()
 
     def __init__(self, names, description):
         self.names = list(names)
@@ -100,6 +106,9 @@ class FileImageSource(ImageSource):
         super().__init__([os.fspath(p) for p in paths], description)
 
     def _read(self, i, draft):
+        kind = non_regular_kind(self.names[i])
+        if kind is not None:  # opening a FIFO would block for ever
+            raise OSError(f"{kind}, not an image file")
         with open(self.names[i], "rb") as f:
             return _decode(f, draft)
 
@@ -176,14 +185,25 @@ _EXTENSION_LIST = ", ".join(sorted(IMAGE_EXTENSIONS))
 
 
 def _tar_source(shards, description):
-    entries = []
+    entries, skipped = [], []
     for shard in shards:
         if not os.path.isfile(shard):
             raise FileNotFoundError(f"tar shard {shard!r} does not exist")
-        entries.extend((shard, name, offset, size) for name, offset, size in list_tar_members(shard))
+        entries.extend((shard, name, offset, size) for name, offset, size in list_tar_members(shard, skipped))
     if not entries:
-        raise ValueError(f"no images (extensions {_EXTENSION_LIST}) in the tar shard(s) {description!r}")
-    return TarImageSource(entries, description)
+        raise ValueError(f"no images (extensions {_EXTENSION_LIST}) in the tar shard(s) {description!r}"
+                         + _skipped_note(skipped))
+    return _with_skipped(TarImageSource(entries, description), skipped)
+
+
+def _skipped_note(skipped):
+    return f" ({len(skipped)} entries not read, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+
+
+def _with_skipped(source, skipped):
+    if skipped:
+        source.skipped = list(skipped)
+    return source
 
 
 def _path_list_source(paths, description):
@@ -194,6 +214,9 @@ def _path_list_source(paths, description):
     for k, p in enumerate(paths):
         if not has_image_extension(p):
             raise ValueError(f"source item [{k}] {p!r} is not an image file (extensions: {_EXTENSION_LIST})")
+        kind = non_regular_kind(p)
+        if kind is not None:
+            raise ValueError(f"source item [{k}] {p!r} is {kind}, not an image file")
         if not os.path.isfile(p):
             raise FileNotFoundError(f"source item [{k}]: image file {p!r} does not exist")
     return FileImageSource(paths, description)
@@ -208,11 +231,13 @@ def _file_source(path):
         return FileImageSource(paths, path)
     if ext == "zip":
         archive = open_zip(path)
-        infos = list_zip_members(archive)
+        skipped = []
+        infos = list_zip_members(archive, skipped)
         if not infos:
             archive.close()
-            raise ValueError(f"no images (extensions {_EXTENSION_LIST}) in the zip archive {path!r}")
-        return ZipImageSource(path, archive, infos, path)
+            raise ValueError(f"no images (extensions {_EXTENSION_LIST}) in the zip archive {path!r}"
+                             + _skipped_note(skipped))
+        return _with_skipped(ZipImageSource(path, archive, infos, path), skipped)
     if ext == "tar":
         return _tar_source([path], path)
     if ext in IMAGE_EXTENSIONS:
@@ -227,12 +252,17 @@ def _full_source(source):
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if os.path.isdir(path):
-            paths = list_folder(path)
+            skipped = []
+            paths = list_folder(path, skipped)
             if not paths:
-                raise ValueError(f"no images (extensions {_EXTENSION_LIST}) found under the folder {path!r}")
-            return FileImageSource(paths, path)
+                raise ValueError(f"no images (extensions {_EXTENSION_LIST}) found under the folder {path!r}"
+                                 + _skipped_note(skipped))
+            return _with_skipped(FileImageSource(paths, path), skipped)
         if os.path.isfile(path):
             return _file_source(path)
+        kind = non_regular_kind(path)
+        if kind is not None:
+            raise ValueError(f"image source {path!r} is {kind}, not an image file, folder, list or archive")
         if is_glob_pattern(path):
             matches = expand_glob(path)
             return _path_list_source(matches, path)
@@ -314,7 +344,9 @@ def open_source(source, num_images=-1, shuffle=False, seed=0):
         full = source
     else:
         full = _full_source(source)
+        for name, reason in full.skipped:
+            warnings.warn(f"skipping {name}: {reason}", SkippedImageWarning, stacklevel=2)
     positions = select_positions(len(full), num_images, shuffle, seed)
     if len(positions) == len(full) and np.array_equal(positions, np.arange(len(full))):
         return full
-    return full.select(positions)
+    return _with_skipped(full.select(positions), full.skipped)

@@ -1,0 +1,77 @@
+"""Reading neuron weights (``weights=`` of the distances and rankings) from a file.
+
+Formats: ``.npy`` (one weight per selected neuron, in network order; for FD one per layer),
+``.npz`` or ``.json`` (``{layer: weights}``, or for FD ``{layer: weight}``; a JSON list is read like
+an ``.npy``). Files are untrusted: nothing is unpickled, the .npz is read through ``vdna.files.read_npz``
+(declared sizes checked before reading), and every problem is a ValueError naming the file.
+"""
+import json
+import os
+
+import numpy as np
+
+__all__ = ["read_neuron_weights"]
+
+MAX_JSON_BYTES = 64 << 20  # a weights file holds one number per neuron: megabytes at most
+
+
+def read_neuron_weights(path: str, vdna, layer=None, metric: str = "EMD"):
+    """Weights for the distance between DNAs shaped like ``vdna``, as the flat float64 array the
+    distance functions take: the layers of ``vdna.neurons_list`` in order (only ``layer`` if given).
+
+    ``metric`` is the distance the weights are for (kept for callers; the layout is the same).
+    Raises FileNotFoundError for a missing file and ValueError, naming the file, for anything else.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {path}")
+    lower = path.lower()
+    if lower.endswith(".npy"):
+        return _as_weights(_read_npy(path), path)
+    if lower.endswith(".npz"):
+        from .files import read_npz
+
+        per_layer = read_npz(path)
+    elif lower.endswith(".json"):
+        obj = _read_json(path)
+        if not isinstance(obj, dict):
+            return _as_weights(obj, path)
+        per_layer = obj
+    else:
+        raise ValueError(f"weights file {path}: use .npy (one weight per neuron, network order), .npz or .json "
+                         "({layer: [weights]})")
+    layers = [layer] if layer is not None else list(vdna.neurons_list)
+    missing = [l for l in layers if l not in per_layer]
+    if missing:
+        raise ValueError(f"weights file {path} has no weights for layer(s) {missing}")
+    return np.concatenate([_as_weights(per_layer[l], path, f" (layer '{l}')") for l in layers])
+
+
+def _read_npy(path: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:  # numpy parses the header with ast
+        raise ValueError(f"weights file {path}: not a readable .npy array ({' '.join(str(exc).split())[:200]})") \
+            from None
+
+
+def _read_json(path: str):
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_JSON_BYTES:
+            raise ValueError(f"weights file {path}: {size} bytes is too large (at most {MAX_JSON_BYTES >> 20} MiB)")
+        raw = f.read(size + 1)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ValueError(f"weights file {path}: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"weights file {path}: not valid JSON ({exc})") from None
+
+
+def _as_weights(value, path: str, where: str = "") -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"weights file {path}{where}: weights must be numbers") from None
+    return arr.reshape(-1)
