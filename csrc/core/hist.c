@@ -368,6 +368,13 @@ static void bin_values(const float *vf, const double *vd, int64_t n, const vdna_
         if (idx[i] < 0) idx[i] = exact_bin(vf ? (double)vf[i] : vd[i], centre, half, k->bins);
 }
 
+/* The one hook for subset.c (declared in internal.h): bins of n unit-stride values of neuron c,
+ * exactly those of vdna_hist_update. */
+void vdna_hist_bin_block(const vdna_hist *h, int64_t c, const float *vf, const double *vd, int64_t n, int32_t *idx) {
+    const bin_consts k = bin_consts_init(h);
+    bin_values(vf, vd, n, h, c, &k, idx);
+}
+
 #ifdef VDNA_HAVE_AVX512_KERNEL
 /* Exact bins of the non-zero float32 values v[0..n) of neuron c, packed into idx[0..m) (idx has
  * n + 16 entries); returns m and adds the number of zeros (bin h->zb[c]) to *zeros. */
