@@ -398,3 +398,19 @@ def test_processor_bad_input(proc, imgs, tiny_ranges):
     shifted = {l: (r[l][0] - 1, r[l][1]) for l in tiny_extractor.INFO.neurons_per_layer}
     with pytest.raises(ValueError, match="other activation ranges"):
         proc.stability(imgs, ref, activation_ranges=shifted, **_kw())
+
+
+def test_guide_runs_as_written(tmp_path, monkeypatch):
+    """docs/stability.md: its ```python blocks (not the ```python skip ones) run in order in one namespace."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "stability.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for code in blocks:
+        exec(compile(code, "docs/stability.md", "exec"), namespace)
+    assert (tmp_path / "curve.csv").is_file() and (tmp_path / "curve.npz").is_file()
+    assert 0 <= namespace["d"] <= 20 and namespace["std"] >= 0
