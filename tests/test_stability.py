@@ -117,6 +117,27 @@ def test_nan_values_are_counted_per_subset_never_binned():
             assert sub.meta["nan_counts"]["a"] == int(1 in idx)
 
 
+def test_single_image_and_nan_gaussians():
+    acts = {k: v[:1] for k, v in _acts(5).items()}
+    refs = [_direct(d, _acts(25, 0.3, seed=1)) for d in ("histogram-16", "layer-gaussian")]
+    sa = SubsetAccumulator(NL, 1, repeats=2, distributions=("histogram-16", "layer-gaussian"), activation_ranges=RANGES,
+                           layouts=LAYOUTS)
+    sa.update(acts)
+    curve = sa.compute(refs)
+    assert curve.sizes.tolist() == [1]
+    assert curve.values["emd"][0, 0] == curve.values["emd"][1, 0] == curve.full_value("emd") == \
+        vdna.EMD(refs[0], _direct("histogram-16", acts))
+    g = _direct("layer-gaussian", acts)  # one image: zero covariance
+    assert abs(curve.full_value("fd") - vdna.FD(refs[1], g)) <= fd_tol_dna(refs[1], g)
+    assert curve.stable_size("emd") == 1
+    with pytest.raises(ValueError, match="two sizes"):
+        curve.extrapolate("emd")
+    sa = SubsetAccumulator(NL, N, sizes=[3], repeats=1, distributions=("layer-gaussian",), layouts=LAYOUTS)
+    sa.update(_acts(N, nan=True))
+    with pytest.raises(ValueError, match="layer 'a': 1 image"):
+        sa.compute(refs[1])
+
+
 def test_full_value_is_all_images(setup):
     acts, (href, gref), sa, curve = setup
     h = _direct("histogram-16", acts)

@@ -346,6 +346,11 @@ class SubsetAccumulator:
             ref_mu = ref_d["mu"]
             ref_var = np.ascontiguousarray(np.diagonal(ref_d["sigma"])) if ref.type == LAYER_GAUSSIAN else ref_d["var"]
             means = self._means[layer]
+            bad = np.flatnonzero(~np.isfinite(means).all(axis=1))
+            if bad.size:
+                raise ValueError(f"layer '{layer}': {bad.size} image(s) (e.g. image {int(bad[0])}) have NaN or infinite "
+                                 "activations, so their Gaussian distances are undefined (histograms count NaN "
+                                 "apart; use only a histogram distribution)")
             frechet = _FrechetToReference(ref_mu, ref_d["sigma"]) if layer_cov else None
 
             def measure(acc, samples, r, k):
@@ -709,14 +714,13 @@ def stability(
     ref_is_dna = isinstance(reference, (VDNA, Mapping)) or (
         isinstance(reference, (list, tuple)) and reference and all(isinstance(d, VDNA) for d in reference))
     if ref_is_dna:
-        pool = match_references(reference, [])  # type checks only
+        match_references(reference, [])  # type checks only
         given = [reference] if isinstance(reference, VDNA) else list(
             reference.values() if isinstance(reference, Mapping) else reference)
         if distributions is None:
             distributions = [_distribution_of(d) for d in given]
         if feat_extractor_name is None:
             feat_extractor_name = given[0].feature_extractor_name
-        del pool
     if distributions is None:
         distributions = DEFAULT_DISTRIBUTIONS
     distributions = _check_distributions(distributions)
