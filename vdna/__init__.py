@@ -16,6 +16,11 @@ _LAZY = {
     "load_vdna_from_hub": ("vdna.hub", "load_vdna_from_hub"),
     "calibrate": ("vdna.calibration", "calibrate"),
     "rank_images": ("vdna.ranking", "rank_images"),
+    "SubsetAccumulator": ("vdna.stability", "SubsetAccumulator"),
+    "StabilityCurve": ("vdna.stability", "StabilityCurve"),
+    "rank_datasets": ("vdna.transfer", "rank_datasets"),
+    "ranking_discrepancy": ("vdna.transfer", "ranking_discrepancy"),
+    "random_ranking_discrepancy": ("vdna.transfer", "random_ranking_discrepancy"),
 }
 
 __all__ = [
@@ -34,6 +39,11 @@ __all__ = [
     "rank_images",
     "set_result_type",
     "get_result_type",
+    "SubsetAccumulator",
+    "StabilityCurve",
+    "rank_datasets",
+    "ranking_discrepancy",
+    "random_ranking_discrepancy",
     "__version__",
 ]
 

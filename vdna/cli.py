@@ -1,6 +1,6 @@
 """The ``vdna`` command (also ``python -m vdna``).
 
-Subcommands: make, compare, rank, inspect, merge, calibrate, demo, build-shim. Each one is a thin layer
+Subcommands: make, compare, rank, inspect, merge, calibrate, demo, build-shim, stability, rank-datasets. Each one is a thin layer
 over the library: argument parsing, friendly output and one-line errors. Exit codes: 0 success,
 1 error (one line on stderr saying what went wrong and what to do; ``--debug`` shows the traceback),
 2 usage error (from argparse).
@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="folder for the built shim (default: $VDNA_HOME/shim)")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
     p.set_defaults(func=cmd_build_shim)
+    _add_stability_parsers(sub, common)
     return parser
 
 
@@ -727,3 +728,144 @@ def cmd_build_shim(args) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+# ============================================================================== stability, rank-datasets
+def _add_stability_parsers(sub, common) -> None:
+    p = sub.add_parser("stability", parents=[common], help="how many images a distance needs (stability curve)",
+                       description="Compare random subsets of SOURCE (sizes x repeats, nested) with the reference "
+                                   "and print, per metric, the smallest stable size, the all-image value and the "
+                                   "value extrapolated to infinitely many images. The network runs once per image.")
+    p.add_argument("source", help="image folder, image file, .txt list of paths, .zip archive")
+    p.add_argument("--reference", required=True, nargs="+", metavar="REF",
+                   help="reference DNA(s) (one per distribution) or one image source")
+    p.add_argument("-o", "--output", default=None, metavar="CSV", help="write every value as CSV")
+    p.add_argument("--save", default=None, metavar="NPZ", help="save the curve (StabilityCurve.load reads it)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="save the curves (mean +- std against N)")
+    p.add_argument("--sizes", type=_positive_int, nargs="+", default=None,
+                   help="subset sizes (default: 10 geometric steps from 10 to all images)")
+    p.add_argument("--repeats", type=_positive_int, default=10, help="random subsets per size (default: 10)")
+    p.add_argument("--distributions", nargs="+", default=None,
+                   help="default: histogram-1000 layer-gaussian, or the reference DNAs' types")
+    p.add_argument("--tol", type=float, default=0.05, help="relative tolerance of the stable size (default: 0.05)")
+    p.add_argument("--max-memory", type=float, default=4.0, metavar="GIB",
+                   help="GiB of accumulation state in memory; beyond, histogram state goes to a temporary file "
+                        "(default: 4)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_build_options(p, distribution=False)
+    p.set_defaults(func=cmd_stability)
+
+    p = sub.add_parser("rank-datasets", parents=[common], help="rank training sets by closeness to target sets",
+                       description="For each target DNA, rank the candidate DNAs by distance (closest first). "
+                                   "With --scores (CSV target,candidate,score), also print the ranking "
+                                   "discrepancy d (paper Eq. 8) and the random-ranking baseline.")
+    p.add_argument("--targets", required=True, nargs="+", metavar="[NAME=]DNA", help="target DNAs")
+    p.add_argument("--candidates", required=True, nargs="+", metavar="[NAME=]DNA", help="candidate DNAs")
+    p.add_argument("--scores", default=None, metavar="CSV",
+                   help="ground truth: CSV with header target,candidate,score (names as in --targets/--candidates)")
+    p.add_argument("--lower-is-better", action="store_true", help="scores are errors (default: higher is better)")
+    p.add_argument("--metric", choices=("EMD", "NFD", "FD"), default=None, help="default: the DNAs' own")
+    p.add_argument("--samples", type=_positive_int, default=50, help="random rankings of the baseline (default: 50)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline (default: 0)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_rank_datasets)
+
+
+def cmd_stability(args) -> int:
+    from .processor import VDNAProcessor
+
+    _check_source_exists(args.source)
+    _check_plotting("--plot", args.plot)
+    if not args.tol > 0:
+        raise CLIError(f"--tol must be > 0, got {args.tol}")
+    if args.shuffle:
+        raise CLIError("--shuffle does not apply: stability draws its own random subsets (--seed)")
+    refs = args.reference
+    if all(_is_dna_path(r) for r in refs):
+        reference = [load_dna(r) for r in refs]
+    elif len(refs) == 1:
+        _check_source_exists(refs[0])
+        reference = refs[0]
+    else:
+        raise CLIError("--reference takes DNAs (one per distribution) or a single image source")
+    kw = _make_kwargs(args, args.extractor or (reference[0].feature_extractor_name if isinstance(reference, list)
+                                               else DEFAULT_EXTRACTOR), DEFAULT_DISTRIBUTION)
+    for unused in ("shuffle_files", "distribution_name", "strict"):
+        kw.pop(unused)
+    curve = VDNAProcessor().stability(args.source, reference, sizes=args.sizes, repeats=args.repeats,
+                                      distributions=args.distributions, max_memory=int(args.max_memory * 2**30), **kw)
+    rows = []
+    for m in curve.metrics:
+        try:
+            inf, se = curve.extrapolate(m)
+        except ValueError:
+            inf, se = float("nan"), float("nan")
+        rows.append({"metric": m, "stable_size": curve.stable_size(m, args.tol), "full": curve.full_value(m),
+                     "extrapolated": inf, "stderr": se})
+    if args.output:
+        curve.to_csv(args.output)
+    if args.save:
+        curve.save(args.save)
+    if args.plot:
+        _save_figure(curve.plot(), args.plot)
+    if args.json:
+        print(json.dumps({"n_images": curve.n_images, "sizes": curve.sizes.tolist(), "repeats": curve.repeats,
+                          "tol": args.tol, "metrics": rows}, indent=2))
+        return EXIT_OK
+    print(f"{curve.n_images} images, sizes {curve.sizes.tolist()}, {curve.repeats} repeats; stable: mean within "
+          f"{args.tol:g} x the all-image value and std below it")
+    print(f"{'metric':<28} {'stable N':>9} {'all images':>12} {'N -> inf':>12} {'+-':>9}")
+    for r in rows:
+        stable = "-" if r["stable_size"] is None else str(r["stable_size"])
+        print(f"{r['metric']:<28} {stable:>9} {r['full']:>12.6g} {r['extrapolated']:>12.6g} {r['stderr']:>9.2g}")
+    for path, what in ((args.output, "values"), (args.save, "curve"), (args.plot, "figure")):
+        if path:
+            print(f"{what} written to {path}")
+    return EXIT_OK
+
+
+def _named_dnas(items, option: str) -> dict:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = _label(_out_base(item)), item
+        if name in out:
+            raise CLIError(f"{option}: the name '{name}' is given twice (use NAME=PATH to name them)")
+        out[name] = load_dna(path)
+    return out
+
+
+def cmd_rank_datasets(args) -> int:
+    from .transfer import rank_datasets, random_ranking_discrepancy, ranking_discrepancy, read_scores_csv
+
+    targets = _named_dnas(args.targets, "--targets")
+    candidates = _named_dnas(args.candidates, "--candidates")
+    scores = None
+    if args.scores:
+        scores = read_scores_csv(_existing_file(args.scores, "scores file"))
+        missing = [t for t in targets if t not in scores]
+        if missing:
+            raise CLIError(f"{args.scores} has no scores for target(s) {missing}")
+        scores = {t: scores[t] for t in targets}
+        for t, row in scores.items():
+            if set(row) != set(candidates):
+                raise CLIError(f"{args.scores}: target '{t}' has scores for {sorted(row)}; the candidates are "
+                               f"{sorted(candidates)}")
+    rankings = rank_datasets(targets, candidates, metric=args.metric)
+    result = {"rankings": {t: [{"candidate": c, "distance": d} for c, d in r] for t, r in rankings.items()}}
+    if scores is not None:
+        hib = not args.lower_is_better
+        result["discrepancy"] = ranking_discrepancy(rankings, scores, higher_is_better=hib)
+        mean, std = random_ranking_discrepancy(scores, samples=args.samples, seed=args.seed, higher_is_better=hib)
+        result["random_discrepancy"] = {"mean": mean, "std": std, "samples": args.samples, "seed": args.seed}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    for t, r in rankings.items():
+        print(f"{t}: " + ", ".join(f"{c} ({d:.6g})" for c, d in r))
+    if scores is not None:
+        rd = result["random_discrepancy"]
+        print(f"ranking discrepancy d = {result['discrepancy']:.6g} (Eq. 8; 0 is perfect); random rankings: "
+              f"{rd['mean']:.6g} +- {rd['std']:.3g} ({rd['samples']} samples)")
+    return EXIT_OK

@@ -203,6 +203,26 @@ class VDNAProcessor:
             stream.save_sample_images(save_sample_images)
         return vdna
 
+    def stability(self, source, reference, **kwargs):
+        """How the distance between random subsets of ``source`` and ``reference`` varies with the
+        number of images: a :class:`vdna.stability.StabilityCurve` (paper Fig. 5).
+
+        ``reference``: a DNA, a list or dict of DNAs (one per distribution), or a source (its DNAs are
+        made with the same settings). Keywords: ``sizes=None`` (a geometric grid from 10 to all
+        images), ``repeats=10``, ``seed=0``, ``distributions`` (default ("histogram-1000",
+        "layer-gaussian"), or the reference DNAs' types), ``num_images``, ``feat_extractor_name``
+        (default: the reference DNA's), ``batch_size``, ``device``, ``num_workers``,
+        ``crop_to_square_pre_resize``, ``resize_mode``, ``backend``, ``extractor_weights``,
+        ``activation_ranges``, ``allow_download``, ``max_memory`` (bytes, default 4 GiB; histogram
+        state beyond it goes to a temporary file in ``temp_dir``), ``verbose``.
+
+        The network runs once per image; every subset's DNA is a sum of group accumulations (see
+        :mod:`vdna.stability`). Unreadable images raise (a subset must hold the images it names).
+        """
+        from .stability import stability
+
+        return stability(self, source, reference, **kwargs)
+
     def stream(
         self,
         feat_extractor_name: str = "mugs_vit_base",

@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *vdna_layout_name(vdna_layout layout) {
@@ -209,4 +210,21 @@ vdna_status vdna_image_means(const vdna_acts *a, int64_t image0, int64_t n_img, 
     int64_t work = n_img * a->n_samples; /* values per neuron */
     int64_t min_chunk = work >= 4096 ? 1 : 4096 / (work > 0 ? work : 1);
     return vdna_parallel_for(a->n_neurons, min_chunk, a->by_rows ? means_by_row : means_by_neuron, &job);
+}
+
+vdna_status vdna_image_mean_vectors(const vdna_array *x, vdna_layout layout, int64_t n_neurons, double *means,
+                                    int64_t *nan_counts) {
+    vdna_clear_error();
+    vdna_status st = vdna_check_create(n_neurons, layout, "image_mean_vectors");
+    if (st != VDNA_OK) return st;
+    vdna_acts a;
+    st = vdna_acts_describe(x, layout, n_neurons, &a);
+    if (st != VDNA_OK) return st;
+    if (a.n_images > 0 && means == NULL) return vdna_fail(VDNA_ERR_ARG, "image_mean_vectors: NULL output");
+    int64_t *nans = calloc((size_t)n_neurons, sizeof *nans);
+    if (nans == NULL) return vdna_fail(VDNA_ERR_NOMEM, "image_mean_vectors: cannot allocate %lld counters", (long long)n_neurons);
+    if (a.n_images > 0) st = vdna_image_means(&a, 0, a.n_images, means, nans);
+    if (st == VDNA_OK && nan_counts != NULL) memcpy(nan_counts, nans, (size_t)n_neurons * sizeof *nans);
+    free(nans);
+    return st;
 }

@@ -161,6 +161,13 @@ static void bin_values(const float *vf, const double *vd, int64_t n, const vdna_
         if (idx[i] < 0) idx[i] = exact_bin(vf ? (double)vf[i] : vd[i], centre, half, k->bins);
 }
 
+/* The one hook for subset.c (declared in internal.h): bins of n unit-stride values of neuron c,
+ * exactly those of vdna_hist_update. */
+void vdna_hist_bin_block(const vdna_hist *h, int64_t c, const float *vf, const double *vd, int64_t n, int32_t *idx) {
+    const bin_consts k = vdna_hist_bin_consts(h);
+    bin_values(vf, vd, n, h, c, &k, idx);
+}
+
 /* Exact bins of the non-zero float32 values v[0..n) of neuron c, packed into idx[0..m) (idx has
  * n + 16 entries) by the kernel's pack_nonzero_f32; returns m and adds the number of zeros (bin
  * h->zb[c]) to *zeros. */

@@ -28,6 +28,12 @@ void vdna_copy_nan_counts(int64_t *dst, const int64_t *nan_counts, int64_t n);
 typedef void (*vdna_range_fn)(void *ctx, int64_t begin, int64_t end);
 vdna_status vdna_parallel_for(int64_t n_items, int64_t min_chunk, vdna_range_fn fn, void *ctx);
 
+/* hist_portable.c -> subset.c: bins (NaN -> bins) of n unit-stride float32 (vf) or float64 (vd)
+ * values of neuron c, exactly as vdna_hist_update bins them. idx has n entries. */
+struct vdna_hist_s;
+void vdna_hist_bin_block(const struct vdna_hist_s *h, int64_t c, const float *vf, const double *vd, int64_t n,
+                         int32_t *idx);
+
 /* An IEEE binary16 value (bits) as double, exactly. */
 double vdna_half_to_double(uint16_t h);
 

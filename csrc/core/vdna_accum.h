@@ -78,6 +78,19 @@ const char *vdna_hist_kernel(void);
 /* 1 when vdna_hist_set_kernel(name) would succeed, else 0. */
 int vdna_hist_kernel_available(const char *name);
 
+/* Subsets of a dataset from one pass (stability curves; subset.c): count image i's values into the
+ * tables groups[i * n_sets + s] for s < n_sets (-1: none), with the bins of h (exactly those of
+ * vdna_hist_update, value for value). h itself is not changed. A table is n_neurons x bins uint32
+ * counts, row-major; `tables` holds n_tables of them back to back (caller-owned memory, e.g. a
+ * memory-mapped file). table_images[t] (images counted into table t so far) and table_nans
+ * (n_tables x n_neurons NaN counts) are updated too.
+ * Everything is checked before anything changes: group indices in [-1, n_tables), and
+ * (table_images[t] + this batch's images for t) x samples per image <= 2^32 - 1 for every table
+ * (so no 32-bit count can overflow); VDNA_ERR_ARG otherwise.
+ * Surprise: an image listed twice for one table is counted twice. */
+vdna_status vdna_hist_count_groups(const vdna_hist *h, const vdna_array *x, const int64_t *groups, int64_t n_sets,
+                                   uint32_t *tables, int64_t n_tables, int64_t *table_images, int64_t *table_nans);
+
 /* ================================================================ per-neuron moments */
 typedef struct vdna_moments_s vdna_moments;
 
@@ -111,6 +124,15 @@ vdna_status vdna_moments_nan_counts(const vdna_moments *m, int64_t *nan_counts);
 int64_t vdna_moments_num_images(const vdna_moments *m);
 int64_t vdna_moments_n_neurons(const vdna_moments *m);
 vdna_layout vdna_moments_layout(const vdna_moments *m);
+
+/* The per-image mean vectors that vdna_moments and vdna_cov accumulate, for a batch `x` of
+ * `layout` with n_neurons neurons: means[i * n_neurons + c] (float64), each the float64 sum of the
+ * image's samples in sample order divided by their number (independent of strides and threads).
+ * nan_counts (n_neurons; may be NULL) receives the NaN values seen per neuron. These vectors, fed
+ * as (N, C) 'channels' activations to vdna_moments / vdna_cov, give the statistics of `x` (the same
+ * values when fed in the same batches; batched otherwise, the same to rounding). */
+vdna_status vdna_image_mean_vectors(const vdna_array *x, vdna_layout layout, int64_t n_neurons, double *means,
+                                    int64_t *nan_counts);
 
 /* ================================================================ layer covariance */
 typedef struct vdna_cov_s vdna_cov;

@@ -462,10 +462,109 @@ static PyObject *hist_add_counts(AccumObject *self, PyObject *args, PyObject *kw
     Py_RETURN_NONE;
 }
 
+/* An output array written in place by the core: exactly `type`, `ndim` x shape, C-contiguous,
+ * aligned, native, writeable (no copy is ever made). Returns a new reference or NULL. */
+static PyArrayObject *inplace_array(PyObject *obj, int type, int ndim, const npy_intp *shape, const char *ctx,
+                                    const char *what) {
+    if (!PyArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a NumPy array (it is written in place)", ctx, what);
+        return NULL;
+    }
+    PyArrayObject *arr = (PyArrayObject *)obj;
+    if (PyArray_TYPE(arr) != type || !PyArray_ISNOTSWAPPED(arr)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must have dtype %s, got %S", ctx, what,
+                     type == NPY_UINT32 ? "uint32" : "int64", (PyObject *)PyArray_DESCR(arr));
+        return NULL;
+    }
+    int bad = PyArray_NDIM(arr) != ndim;
+    for (int d = 0; !bad && d < ndim; d++) bad = shape[d] >= 0 && PyArray_DIM(arr, d) != shape[d];
+    if (bad) {
+        PyObject *got = shape_str(arr);
+        PyErr_Format(PyExc_ValueError, "%s: %s has shape %S; expected %d dimensions (%zd, ...)", ctx, what,
+                     got ? got : Py_None, ndim, (Py_ssize_t)shape[0]);
+        Py_XDECREF(got);
+        return NULL;
+    }
+    if (!PyArray_IS_C_CONTIGUOUS(arr) || !PyArray_ISALIGNED(arr) || !PyArray_ISWRITEABLE(arr)) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must be C-contiguous, aligned and writeable", ctx, what);
+        return NULL;
+    }
+    Py_INCREF(arr);
+    return arr;
+}
+
+static PyObject *hist_count_groups(AccumObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"x", "groups", "tables", "table_images", "table_nans", NULL};
+    const char *ctx = "HistAccumulator.count_groups";
+    PyObject *x_obj, *groups_obj, *tables_obj, *images_obj, *nans_obj;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:count_groups", kwlist, &x_obj, &groups_obj, &tables_obj,
+                                     &images_obj, &nans_obj))
+        return NULL;
+    const npy_intp C = C_OF(self), B = (npy_intp)vdna_hist_bins(self->state);
+    PyArrayObject *tables = NULL, *images = NULL, *nans = NULL, *groups = NULL, *keep = NULL;
+    vdna_array arr;
+    npy_intp tshape[3] = {-1, C, B};
+    tables = inplace_array(tables_obj, NPY_UINT32, 3, tshape, ctx, "tables");
+    if (tables == NULL) goto fail;
+    npy_intp T = PyArray_DIM(tables, 0), ishape[1] = {T}, nshape[2] = {T, C};
+    images = inplace_array(images_obj, NPY_INT64, 1, ishape, ctx, "table_images");
+    if (images == NULL) goto fail;
+    nans = inplace_array(nans_obj, NPY_INT64, 2, nshape, ctx, "table_nans");
+    if (nans == NULL) goto fail;
+    if (activation_view(x_obj, &arr, &keep, ctx) < 0) goto fail;
+    {
+        PyArrayObject *raw = (PyArrayObject *)PyArray_FromAny(groups_obj, NULL, 0, 0, 0, NULL);
+        if (raw == NULL) goto fail;
+        if (!PyArray_ISINTEGER(raw) || PyArray_NDIM(raw) != 2 || (arr.ndim > 0 && PyArray_DIM(raw, 0) != arr.shape[0])) {
+            PyObject *got = shape_str(raw);
+            PyErr_Format(PyExc_ValueError, "%s: groups must be integers of shape (%lld, n_sets), got %S dtype %S", ctx,
+                         arr.ndim > 0 ? (long long)arr.shape[0] : 0LL, got ? got : Py_None,
+                         (PyObject *)PyArray_DESCR(raw));
+            Py_XDECREF(got);
+            Py_DECREF(raw);
+            goto fail;
+        }
+        groups = (PyArrayObject *)PyArray_FromAny((PyObject *)raw, PyArray_DescrFromType(NPY_INT64), 0, 0,
+                                                  NPY_ARRAY_CARRAY | NPY_ARRAY_FORCECAST, NULL);
+        Py_DECREF(raw);
+        if (groups == NULL) goto fail;
+    }
+    if (acquire(self, "count_groups") < 0) goto fail;
+    {
+        vdna_status st;
+        const int64_t *pg = PyArray_DATA(groups);
+        int64_t n_sets = (int64_t)PyArray_DIM(groups, 1);
+        uint32_t *pt = PyArray_DATA(tables);
+        int64_t *pi = PyArray_DATA(images), *pn = PyArray_DATA(nans);
+        Py_BEGIN_ALLOW_THREADS
+        st = vdna_hist_count_groups(self->state, &arr, pg, n_sets, pt, (int64_t)T, pi, pn);
+        Py_END_ALLOW_THREADS
+        release(self);
+        Py_DECREF(tables);
+        Py_DECREF(images);
+        Py_DECREF(nans);
+        Py_DECREF(groups);
+        Py_DECREF(keep);
+        if (st != VDNA_OK) return vdna_py_raise(st, ctx);
+        Py_RETURN_NONE;
+    }
+fail:
+    Py_XDECREF(tables);
+    Py_XDECREF(images);
+    Py_XDECREF(nans);
+    Py_XDECREF(groups);
+    Py_XDECREF(keep);
+    return NULL;
+}
+
 static PyMethodDef hist_methods[] = {
     COMMON_METHODS,
     {"add_counts", (PyCFunction)(void (*)(void))hist_add_counts, METH_VARARGS | METH_KEYWORDS,
      "add_counts(counts, nan_counts, num_images): add a saved state ((C, B) and (C,) non-negative integers)."},
+    {"count_groups", (PyCFunction)(void (*)(void))hist_count_groups, METH_VARARGS | METH_KEYWORDS,
+     "count_groups(x, groups, tables, table_images, table_nans): count image i of the batch x into the tables "
+     "groups[i, s] (-1: none) with this accumulator's bins, in place (tables (T, C, B) uint32, table_images (T,) "
+     "and table_nans (T, C) int64). The accumulator itself is unchanged."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -728,6 +827,55 @@ static PyGetSetDef ranges_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+/* ---------------------------------------------------------------- per-image mean vectors */
+static PyObject *py_image_mean_vectors(PyObject *module, PyObject *args, PyObject *kwds) {
+    (void)module;
+    static char *kwlist[] = {"x", "n_neurons", "layout", NULL};
+    const char *ctx = "image_mean_vectors";
+    PyObject *x_obj, *layout_obj = NULL;
+    long long n;
+    vdna_layout layout = VDNA_LAYOUT_CHANNELS;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OL|O:image_mean_vectors", kwlist, &x_obj, &n, &layout_obj))
+        return NULL;
+    if (layout_obj != NULL && parse_layout(layout_obj, &layout, ctx) < 0) return NULL;
+    if (n < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: n_neurons must be >= 1, got %lld", ctx, n);
+        return NULL;
+    }
+    vdna_array arr;
+    PyArrayObject *keep;
+    if (activation_view(x_obj, &arr, &keep, ctx) < 0) return NULL;
+    npy_intp N = arr.ndim > 0 ? (npy_intp)arr.shape[0] : 0;
+    PyObject *means = new_array(2, N, (npy_intp)n, NPY_DOUBLE);
+    PyObject *nans = new_array(1, (npy_intp)n, 0, NPY_INT64);
+    if (means == NULL || nans == NULL) {
+        Py_XDECREF(means);
+        Py_XDECREF(nans);
+        Py_DECREF(keep);
+        return NULL;
+    }
+    vdna_status st;
+    double *pm = PyArray_DATA((PyArrayObject *)means);
+    int64_t *pn = PyArray_DATA((PyArrayObject *)nans);
+    Py_BEGIN_ALLOW_THREADS
+    st = vdna_image_mean_vectors(&arr, layout, (int64_t)n, pm, pn);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(keep);
+    if (st != VDNA_OK) {
+        Py_DECREF(means);
+        Py_DECREF(nans);
+        return vdna_py_raise(st, ctx);
+    }
+    return Py_BuildValue("(NN)", means, nans);
+}
+
+static PyMethodDef accum_functions[] = {
+    {"image_mean_vectors", (PyCFunction)(void (*)(void))py_image_mean_vectors, METH_VARARGS | METH_KEYWORDS,
+     "image_mean_vectors(x, n_neurons, layout='channels') -> (means (N, C) float64, nan_counts (C,) int64): the "
+     "per-image mean vectors that MomentAccumulator and CovAccumulator accumulate."},
+    {NULL, NULL, 0, NULL},
+};
+
 /* ---------------------------------------------------------------- types */
 static int init_type(PyTypeObject *t, const char *name, const char *doc, newfunc tp_new, PyMethodDef *methods,
                      PyGetSetDef *getset) {
@@ -768,6 +916,7 @@ int vdna_py_init_accum(PyObject *m) {
          "skipped and counted).",
          ranges_new, ranges_methods, ranges_getset},
     };
+    if (PyModule_AddFunctions(m, accum_functions) < 0) return -1;
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         if (init_type(types[i].type, types[i].qualname, types[i].doc, types[i].tp_new, types[i].methods,
                       types[i].getset) < 0)

@@ -1159,6 +1159,79 @@ static void test_readout_nulls(void) {
     vdna_ranges_free(r);
 }
 
+/* Subset tables (subset.c) against the reference binning, image by image: table t holds the sum of
+ * the reference counts of the images assigned to it (an image may go to several tables, or none). */
+static void test_count_groups(int64_t N, int64_t C, int64_t S, int64_t B, int64_t n_sets, int64_t T, int f32) {
+    double *x = malloc((size_t)(N * C * S) * sizeof *x);
+    float *xf = malloc((size_t)(N * C * S) * sizeof *xf);
+    double *mins = malloc((size_t)C * sizeof *mins), *maxs = malloc((size_t)C * sizeof *maxs);
+    int64_t *groups = malloc((size_t)(N * n_sets) * sizeof *groups);
+    int64_t *rc = malloc((size_t)(C * B) * sizeof *rc), *rn = malloc((size_t)C * sizeof *rn);
+    int64_t *want = calloc((size_t)(T * C * B), sizeof *want), *want_nans = calloc((size_t)(T * C), sizeof *want_nans);
+    int64_t *want_images = calloc((size_t)T, sizeof *want_images);
+    uint32_t *tables = malloc((size_t)(T * C * B) * sizeof *tables);
+    int64_t *table_images = malloc((size_t)T * sizeof *table_images), *table_nans = malloc((size_t)(T * C) * sizeof *table_nans);
+    for (int64_t c = 0; c < C; c++) {
+        mins[c] = -uniform() * 3;
+        maxs[c] = uniform() * 5;
+    }
+    for (int64_t i = 0; i < N * C * S; i++) {
+        double u = uniform();
+        xf[i] = (float)(u < 0.2 ? 0.0 : (uniform() * 12 - 5));
+        if (u > 0.995) xf[i] = NAN;
+        x[i] = xf[i]; /* the same values in both dtypes */
+    }
+    for (int64_t i = 0; i < N * n_sets; i++) groups[i] = (int64_t)(uniform() * (double)(T + 1)) - 1;
+    for (int64_t n = 0; n < N; n++) {
+        ref_counts(x + n * C * S, 1, C, S, mins, maxs, B, rc, rn);
+        for (int64_t s = 0; s < n_sets; s++) {
+            const int64_t t = groups[n * n_sets + s];
+            if (t < 0) continue;
+            for (int64_t i = 0; i < C * B; i++) want[t * C * B + i] += rc[i];
+            for (int64_t c = 0; c < C; c++) want_nans[t * C + c] += rn[c];
+            want_images[t]++;
+        }
+    }
+    int64_t shape[3] = {N, C, S};
+    vdna_array arr = make_array(f32 ? (const void *)xf : (const void *)x, f32 ? VDNA_F32 : VDNA_F64, 3, shape);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        vdna_set_num_threads(threads);
+        vdna_hist *h = NULL;
+        CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, VDNA_LAYOUT_CHANNELS));
+        memset(tables, 0, (size_t)(T * C * B) * sizeof *tables);
+        memset(table_images, 0, (size_t)T * sizeof *table_images);
+        memset(table_nans, 0, (size_t)(T * C) * sizeof *table_nans);
+        CHECK_OK(vdna_hist_count_groups(h, &arr, groups, n_sets, tables, T, table_images, table_nans));
+        int same = 1;
+        for (int64_t i = 0; i < T * C * B; i++) same &= (int64_t)tables[i] == want[i];
+        CHECK(same);
+        CHECK(equal_i64(table_nans, want_nans, T * C));
+        CHECK(equal_i64(table_images, want_images, T));
+        CHECK(vdna_hist_num_images(h) == 0);
+        /* a bad group index changes nothing */
+        const int64_t g0 = groups[0];
+        groups[0] = T;
+        CHECK(vdna_hist_count_groups(h, &arr, groups, n_sets, tables, T, table_images, table_nans) == VDNA_ERR_ARG);
+        groups[0] = g0;
+        CHECK(equal_i64(table_images, want_images, T));
+        vdna_hist_free(h);
+    }
+    vdna_set_num_threads(0);
+    free(x);
+    free(xf);
+    free(mins);
+    free(maxs);
+    free(groups);
+    free(rc);
+    free(rn);
+    free(want);
+    free(want_nans);
+    free(want_images);
+    free(tables);
+    free(table_images);
+    free(table_nans);
+}
+
 int main(void) {
     test_hist_hand_worked();
     test_hist_one_bin();
@@ -1196,6 +1269,9 @@ int main(void) {
     test_readout_nulls();
     test_hist_kernel_choice();
     test_thread_start_failures();
+    test_count_groups(7, 5, 300, 10, 3, 6, 0);   /* several blocks per run */
+    test_count_groups(9, 3, 17, 1000, 2, 4, 1);  /* float32, sparse bins */
+    test_count_groups(4, 2, 5, 1, 1, 2, 0);      /* one bin */
     if (failures) {
         fprintf(stderr, "test_accum: %d failure(s)\n", failures);
         return 1;

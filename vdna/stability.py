@@ -1,0 +1,787 @@
+"""Stability curves: how a distance to a reference DNA varies with the number of images (paper Fig. 5).
+
+For each size N of a grid and each repeat r, a random subset of N images of a dataset is compared with
+a reference DNA: EMD for histograms, FD and NFD for Gaussians, over all neurons and per layer. The
+subsets are nested: repeat r draws one permutation of the images and its subsets are the permutation's
+first N₁ < N₂ < ... images. The permutation's cuts make K disjoint *groups* per repeat (images
+[N_{k-1}, N_k) of the permutation); each image belongs to one group of each repeat. One pass over the
+images accumulates every group (:class:`SubsetAccumulator`); subset k of repeat r is the sum of groups
+0..k (counts add exactly; Gaussians are re-accumulated from stored per-image mean vectors). The
+network therefore runs once per image.
+
+Memory: histogram groups are R x K tables of uint32 counts per neuron and bin (R repeats, K sizes);
+when they exceed ``max_memory`` they live in a temporary memory-mapped file (the operating system
+pages them), deleted when the accumulator is closed or collected. Gaussians store one float64 mean
+vector per image.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._native import _core
+from .dna import GAUSSIAN, HISTOGRAM, LAYER_GAUSSIAN, META_RANGES_SHA256, VDNA, parse_distribution_name
+from .ranges import ActivationRanges
+
+DEFAULT_DISTRIBUTIONS = ("histogram-1000", "layer-gaussian")
+DEFAULT_MAX_MEMORY = 4 * 2**30
+_FORMAT = "vdna-stability-curve"
+_VERSION = 1
+
+
+def default_sizes(n_images: int, count: int = 10, smallest: int = 10) -> np.ndarray:
+    """A geometric grid of about ``count`` distinct sizes from ``min(smallest, n)`` to ``n_images``."""
+    n = int(n_images)
+    if n < 1:
+        raise ValueError(f"a stability curve needs at least one image, got {n}")
+    lo = min(int(smallest), n)
+    return np.unique(np.rint(np.geomspace(lo, n, int(count))).astype(np.int64))
+
+
+def check_sizes(sizes, n_images: int) -> np.ndarray:
+    """Sorted, distinct sizes in [1, n_images] (ValueError naming the bad size otherwise)."""
+    n = int(n_images)
+    if sizes is None:
+        return default_sizes(n)
+    arr = np.asarray(sizes)
+    if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
+        raise ValueError(f"sizes must be a non-empty list of integers, got {sizes!r}")
+    arr = np.unique(arr.astype(np.int64))
+    if arr[0] < 1:
+        raise ValueError(f"sizes must be >= 1, got {int(arr[0])}")
+    if arr[-1] > n:
+        raise ValueError(f"size {int(arr[-1])} is larger than the source ({n} images)")
+    return arr
+
+
+def subset_permutations(n_images: int, repeats: int, seed: int) -> np.ndarray:
+    """(repeats, n_images) int64: the permutation of repeat r is row r (subsets are its prefixes).
+    A pure function of (n_images, repeats, seed) (NumPy's PCG64)."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed))))
+    return np.stack([rng.permutation(int(n_images)) for _ in range(int(repeats))]).astype(np.int64)
+
+
+# ============================================================================ the accumulator
+class SubsetAccumulator:
+    """Accumulate per-image activations once and get the distances of many nested subsets.
+
+    Args:
+        neurons_list: {layer: neuron count}, in network order.
+        n_images: the number of images of the dataset (images are numbered 0..n_images-1).
+        sizes: subset sizes (default: :func:`default_sizes`); repeats, seed: the random subsets.
+        distributions: any of "histogram-B", "gaussian", "layer-gaussian" (not both Gaussians: a
+            layer-Gaussian gives NFD too).
+        activation_ranges: required for histograms (as for :class:`vdna.Accumulator`).
+        layouts: "channels" (default) or "tokens", or {layer: layout}.
+        feature_extractor_name: checked against the reference DNAs.
+        max_memory: bytes of accumulation state kept in memory; histogram tables beyond it go to a
+            temporary file in ``temp_dir`` (default: the system's). ValueError when the resident part
+            alone (per-image mean vectors, one layer's working copy) does not fit.
+
+    ``update(activations, indices=None)`` takes {layer: (N, ...)} arrays of images ``indices``
+    (default: the next N images in order); every image must be given exactly once before
+    ``compute(reference)``. Results do not depend on batch sizes or on the order images arrive in.
+    """
+
+    def __init__(
+        self,
+        neurons_list: Mapping[str, int],
+        n_images: int,
+        sizes=None,
+        repeats: int = 10,
+        seed: int = 0,
+        distributions: Sequence[str] = DEFAULT_DISTRIBUTIONS,
+        activation_ranges=None,
+        layouts=None,
+        feature_extractor_name: str = "custom",
+        max_memory: int = DEFAULT_MAX_MEMORY,
+        temp_dir: Optional[str] = None,
+    ):
+        from .accumulator import _check_layouts, _check_neurons_list
+
+        self.neurons_list = _check_neurons_list(neurons_list)
+        self.layouts = _check_layouts(layouts, self.neurons_list)
+        self.feature_extractor_name = str(feature_extractor_name)
+        self.n_images = int(n_images)
+        if self.n_images < 1:
+            raise ValueError(f"a stability curve needs at least one image, got n_images={n_images}")
+        if isinstance(repeats, bool) or int(repeats) < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+        self.repeats, self.seed = int(repeats), int(seed)
+        self.sizes = check_sizes(sizes, self.n_images)
+        self.distributions = _check_distributions(distributions)
+        self.max_memory = int(max_memory)
+        self.permutations = subset_permutations(self.n_images, self.repeats, self.seed)
+
+        # group[r, i]: the group of image i in repeat r (k < K; K: beyond the largest size)
+        position = np.empty_like(self.permutations)
+        rows = np.arange(self.repeats)[:, None]
+        position[rows, self.permutations] = np.arange(self.n_images)[None, :]
+        self._group = np.searchsorted(self.sizes, position, side="right")
+        K, R = len(self.sizes), self.repeats
+        # histogram tables: t = r*K + k; one more (index R*K) holds repeat 0's images beyond the
+        # largest size, so that the full-set DNA is repeat 0's groups summed.
+        self._rest = bool(self.sizes[-1] < self.n_images)
+        self.n_tables = R * K + int(self._rest)
+        table_of = np.where(self._group < K, rows * K + self._group, -1)
+        if self._rest:
+            table_of[0, self._group[0] == K] = R * K
+        self._table_of = np.ascontiguousarray(table_of.T)  # (n_images, R)
+
+        self._hist_name = next((d for d in self.distributions if d.startswith("histogram")), None)
+        self._gauss_name = next((d for d in self.distributions if not d.startswith("histogram")), None)
+        self.activation_ranges = None
+        self._hists: Dict[str, object] = {}
+        self._tables: Dict[str, np.ndarray] = {}
+        self._table_images: Dict[str, np.ndarray] = {}
+        self._table_nans: Dict[str, np.ndarray] = {}
+        self._means: Dict[str, np.ndarray] = {}
+        self._tmp_dir = None
+        self._seen = np.zeros(self.n_images, dtype=bool)
+        self._next = 0
+        self.memory = self._plan_memory(temp_dir)
+
+        if self._hist_name is not None:
+            _, bins = parse_distribution_name(self._hist_name)
+            self.bins = int(bins)
+            if activation_ranges is None:
+                raise ValueError("histogram stability curves need activation_ranges (they fix the bins)")
+            self.activation_ranges = ActivationRanges.from_any(activation_ranges, self.neurons_list)
+            for layer, c in self.neurons_list.items():
+                mins, maxs = self.activation_ranges[layer]
+                self._hists[layer] = _core.HistAccumulator(mins, maxs, self.bins, layout=self.layouts[layer])
+                self._tables[layer] = self._new_tables(layer, c)
+                self._table_images[layer] = np.zeros(self.n_tables, dtype=np.int64)
+                self._table_nans[layer] = np.zeros((self.n_tables, c), dtype=np.int64)
+        if self._gauss_name is not None:
+            for layer, c in self.neurons_list.items():
+                self._means[layer] = np.full((self.n_images, c), np.nan, dtype=np.float64)
+
+    # -------------------------------------------------------------- memory plan
+    def _plan_memory(self, temp_dir) -> dict:
+        total_c = sum(self.neurons_list.values())
+        max_c = max(self.neurons_list.values())
+        resident = 0
+        table_bytes = 0
+        if self._hist_name is not None:
+            _, bins = parse_distribution_name(self._hist_name)
+            table_bytes = self.n_tables * total_c * int(bins) * 4
+            resident += 2 * max_c * int(bins) * 8  # one layer's int64 running sum and reference copy
+        if self._gauss_name is not None:
+            resident += self.n_images * total_c * 8 + 3 * max_c * max_c * 8
+        if resident > self.max_memory:
+            raise ValueError(
+                f"stability: the resident state needs {_gib(resident)} (per-image mean vectors of {self.n_images} "
+                f"images x {total_c} neurons and one layer's working copies), more than max_memory="
+                f"{_gib(self.max_memory)}; raise max_memory or use fewer images"
+            )
+        spill = resident + table_bytes > self.max_memory
+        if spill:
+            self._tmp_dir = tempfile.mkdtemp(prefix="vdna-stability-", dir=temp_dir)
+            free = shutil.disk_usage(self._tmp_dir).free
+            if table_bytes > free:
+                shutil.rmtree(self._tmp_dir, ignore_errors=True)
+                self._tmp_dir = None
+                raise ValueError(
+                    f"stability: {self.repeats} repeats x {len(self.sizes)} sizes of histograms need {_gib(table_bytes)} "
+                    f"of counts; that exceeds max_memory={_gib(self.max_memory)} and the {_gib(free)} free in the "
+                    f"temporary folder; at most {max(0, int(free // max(1, table_bytes // self.n_tables)))} tables "
+                    "(repeats x sizes) would fit: use fewer repeats or sizes, or point temp_dir= at a larger disk"
+                )
+        return {"resident_bytes": resident, "table_bytes": table_bytes, "spilled": spill}
+
+    def _new_tables(self, layer: str, c: int) -> np.ndarray:
+        shape = (self.n_tables, c, self.bins)
+        if self._tmp_dir is None:
+            return np.zeros(shape, dtype=np.uint32)
+        path = os.path.join(self._tmp_dir, f"{len(self._tables)}.u32")
+        return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint32, shape=shape)
+
+    def close(self) -> None:
+        """Drop the accumulation state and delete its temporary files (if any)."""
+        self._tables.clear()
+        if self._tmp_dir is not None:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
+            self._tmp_dir = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -------------------------------------------------------------- feeding
+    def update(self, activations: Mapping[str, object], indices=None) -> None:
+        """Add the activations of images ``indices`` (default: the next ones in order)."""
+        from .accumulator import as_host_array, check_layer_shape
+
+        if not isinstance(activations, Mapping):
+            raise TypeError(f"update expects a mapping {{layer: activations}}, got {type(activations).__name__}")
+        if set(activations) != set(self.neurons_list):
+            raise ValueError(f"update: layers must be exactly {list(self.neurons_list)}, got {list(activations)}")
+        arrays, n = {}, None
+        for layer in self.neurons_list:
+            x = as_host_array(activations[layer], layer)
+            check_layer_shape(layer, self.layouts[layer], self.neurons_list[layer], x.shape)
+            if n is not None and x.shape[0] != n:
+                raise ValueError(f"update: layers disagree on the number of images ({x.shape[0]} and {n})")
+            n = x.shape[0]
+            arrays[layer] = x
+        if indices is None:
+            idx = np.arange(self._next, self._next + n, dtype=np.int64)
+        else:
+            idx = np.asarray(indices)
+            if idx.dtype.kind not in "iu" or idx.shape != (n,):
+                raise ValueError(f"update: indices must be {n} integers (one per image), got {indices!r}")
+            idx = idx.astype(np.int64)
+        if n == 0:
+            return
+        if idx.min() < 0 or idx.max() >= self.n_images:
+            raise ValueError(f"update: image indices must be in [0, {self.n_images}), got {idx.min()}..{idx.max()}")
+        if len(np.unique(idx)) != n or self._seen[idx].any():
+            dup = idx[self._seen[idx]] if self._seen[idx].any() else idx
+            raise ValueError(f"update: image {int(dup[0])} is given twice (each image must be added once)")
+        groups = np.ascontiguousarray(self._table_of[idx])
+        for layer, x in arrays.items():
+            if self._hists:
+                self._hists[layer].count_groups(x, groups, self._tables[layer], self._table_images[layer],
+                                                self._table_nans[layer])
+            if self._means:
+                means, _ = _core.image_mean_vectors(x, self.neurons_list[layer], layout=self.layouts[layer])
+                self._means[layer][idx] = means
+        self._seen[idx] = True
+        self._next = int(idx.max()) + 1 if indices is None else self._next
+
+    @property
+    def num_images(self) -> int:
+        """Images added so far."""
+        return int(self._seen.sum())
+
+    # -------------------------------------------------------------- results
+    def compute(self, reference) -> "StabilityCurve":
+        """Distances of every subset (and of all images) to ``reference``: a DNA, a list of DNAs or
+        {distribution name: DNA}, one per distribution of this accumulator."""
+        if self.num_images != self.n_images:
+            missing = np.flatnonzero(~self._seen)
+            raise ValueError(f"compute: {len(missing)} of {self.n_images} images were not added (e.g. image "
+                             f"{int(missing[0])}); every image must be added once")
+        refs = match_references(reference, self.distributions)
+        for name, ref in refs.items():
+            self._check_reference(name, ref)
+        K, R = len(self.sizes), self.repeats
+        values: Dict[str, np.ndarray] = {}
+        full: Dict[str, float] = {}
+        if self._hist_name is not None:
+            self._histogram_values(refs[self._hist_name], values, full)
+        if self._gauss_name is not None:
+            self._gaussian_values(refs[self._gauss_name], values, full)
+        for v in values.values():
+            if v.shape != (R, K):  # internal consistency, not user input
+                raise RuntimeError("stability: internal error in the curve's shape")
+        return StabilityCurve(self.sizes, values, full, self.permutations, self.n_images, self.seed,
+                              list(self.distributions), list(self.neurons_list))
+
+    def _check_reference(self, name: str, ref: VDNA) -> None:
+        if ref.feature_extractor_name != self.feature_extractor_name:
+            raise ValueError(f"the reference {name} DNA was made with extractor '{ref.feature_extractor_name}', "
+                             f"these activations come from '{self.feature_extractor_name}'")
+        if dict(ref.neurons_list) != dict(self.neurons_list):
+            raise ValueError(f"the reference {name} DNA has other layers or neuron counts than these activations")
+        if name.startswith("histogram"):
+            sha = ref.meta.get(META_RANGES_SHA256)
+            if sha and sha != self.activation_ranges.checksum():
+                raise ValueError("the reference histogram DNA was binned with other activation ranges than these "
+                                 "(its ranges checksum differs); make both with the same activation_ranges")
+
+    def _histogram_values(self, ref: VDNA, values, full) -> None:
+        # The same core calls, in the same order, as vdna.EMD(reference, subset DNA): per layer the
+        # mean over neurons (emd_many), then the all-neuron mean as Σ_l (C_l / C) · mean_l.
+        K, R = len(self.sizes), self.repeats
+        layers = list(self.neurons_list)
+        total = sum(self.neurons_list.values())
+        emd = {layer: np.zeros((R, K)) for layer in layers}
+        emd_full = {}
+        for layer in layers:
+            ref_counts = ref.data[layer]
+            for r in range(R + 1):  # r == R: all images (repeat 0's groups and the rest)
+                running = np.zeros(self._tables[layer].shape[1:], dtype=np.int64)
+                for k in range(K):
+                    running += self._tables[layer][(0 if r == R else r) * K + k]
+                    if r < R:
+                        emd[layer][r, k] = _core.emd_many(ref_counts, [running])[0]
+                if r == R:
+                    if self._rest:
+                        running += self._tables[layer][R * K]
+                    emd_full[layer] = float(_core.emd_many(ref_counts, [running])[0])
+        values["emd"] = np.zeros((R, K))
+        full["emd"] = 0.0
+        for l in layers:
+            values["emd"] += (self.neurons_list[l] / total) * emd[l]
+            full["emd"] += (self.neurons_list[l] / total) * emd_full[l]
+        for l in layers:
+            values[f"emd/{l}"], full[f"emd/{l}"] = emd[l], emd_full[l]
+
+    def _gaussian_values(self, ref: VDNA, values, full) -> None:
+        # Per subset: mean and variances from a MomentAccumulator fed the stored per-image mean vectors
+        # (NFD: vdna.NFD's core call, reference first); FD to the fixed reference by
+        # _FrechetToReference (see there; the core's vdna.FD costs two C x C eigendecompositions per
+        # call, too slow for hundreds of subsets of 2048-neuron layers). FD over layers is their mean,
+        # NFD the mean over every neuron.
+        K, R = len(self.sizes), self.repeats
+        layers = list(self.neurons_list)
+        layer_cov = self._gauss_name == LAYER_GAUSSIAN
+        cuts = np.concatenate([[0], self.sizes])
+        fd = {l: np.zeros((R + 1, K)) for l in layers}  # row R: all images (column 0)
+        nfd = {l: [[None] * K for _ in range(R + 1)] for l in layers}
+        for layer in layers:
+            c = self.neurons_list[layer]
+            ref_d = ref.data[layer]
+            ref_mu = ref_d["mu"]
+            ref_var = np.ascontiguousarray(np.diagonal(ref_d["sigma"])) if ref.type == LAYER_GAUSSIAN else ref_d["var"]
+            means = self._means[layer]
+            bad = np.flatnonzero(~np.isfinite(means).all(axis=1))
+            if bad.size:
+                raise ValueError(f"layer '{layer}': {bad.size} image(s) (e.g. image {int(bad[0])}) have NaN or infinite "
+                                 "activations, so their Gaussian distances are undefined (histograms count NaN "
+                                 "apart; use only a histogram distribution)")
+            frechet = _FrechetToReference(ref_mu, ref_d["sigma"]) if layer_cov else None
+
+            def measure(acc, samples, r, k):
+                mu, var = acc.mean, acc.var
+                nfd[layer][r][k] = _core.nfd(ref_mu, ref_var, mu, var)
+                if frechet is not None:
+                    fd[layer][r, k] = frechet.distance(mu, samples)
+
+            for r in range(R):
+                acc = _core.MomentAccumulator(c, layout="channels")
+                perm = self.permutations[r]
+                for k in range(K):
+                    acc.update(means[perm[cuts[k]:cuts[k + 1]]])
+                    measure(acc, means[perm[: cuts[k + 1]]] if frechet is not None else None, r, k)
+            acc = _core.MomentAccumulator(c, layout="channels")
+            acc.update(means)
+            measure(acc, means, R, 0)
+        cells = [(r, k) for r in range(R) for k in range(K)]
+        if layer_cov:
+            values["fd"] = np.zeros((R, K))
+            for r, k in cells:
+                values["fd"][r, k] = np.mean(np.array([fd[l][r, k] for l in layers]))
+            full["fd"] = float(np.mean(np.array([fd[l][R, 0] for l in layers])))
+            for l in layers:
+                values[f"fd/{l}"], full[f"fd/{l}"] = fd[l][:R].copy(), float(fd[l][R, 0])
+        values["nfd"] = np.zeros((R, K))
+        for r, k in cells:
+            values["nfd"][r, k] = np.mean(np.concatenate([nfd[l][r][k] for l in layers]))
+        full["nfd"] = float(np.mean(np.concatenate([nfd[l][R][0] for l in layers])))
+        for l in layers:
+            values[f"nfd/{l}"] = np.array([[np.mean(nfd[l][r][k]) for k in range(K)] for r in range(R)])
+            full[f"nfd/{l}"] = float(np.mean(nfd[l][R][0]))
+
+    def subset_dna(self, repeat: int, size_index: int, distribution: Optional[str] = None) -> VDNA:
+        """The DNA of one subset (``repeat``, ``sizes[size_index]``) from the accumulated state; histogram
+        counts are exactly those ``make_vdna`` gives for the same images. ``repeat=-1``: all images."""
+        from .accumulator import Accumulator
+
+        name = distribution or self.distributions[0]
+        if name not in self.distributions:
+            raise ValueError(f"no distribution '{name}' here; this accumulator has {list(self.distributions)}")
+        K, R = len(self.sizes), self.repeats
+        r, k = int(repeat), int(size_index)
+        if r != -1 and not 0 <= r < R:
+            raise IndexError(f"repeat {repeat} is not in [0, {R}) (or -1 for all images)")
+        if not 0 <= k < K:
+            raise IndexError(f"size_index {size_index} is not in [0, {K})")
+        acc = Accumulator(name, self.neurons_list, activation_ranges=self.activation_ranges if name.startswith(
+            "histogram") else None, layouts=self.layouts if name.startswith("histogram") else None,
+            feature_extractor_name=self.feature_extractor_name)
+        if name.startswith("histogram"):
+            tabs = [t * K + j for t in [max(r, 0)] for j in range(K if r == -1 else k + 1)]
+            if r == -1 and self._rest:
+                tabs.append(R * K)
+            n_img = int(sum(self._table_images[next(iter(self.neurons_list))][t] for t in tabs))
+            for layer in self.neurons_list:
+                counts = np.zeros(self._tables[layer].shape[1:], dtype=np.int64)
+                nans = np.zeros(self.neurons_list[layer], dtype=np.int64)
+                for t in tabs:
+                    counts += self._tables[layer][t]
+                    nans += self._table_nans[layer][t]
+                acc._accs[layer].add_counts(counts, nans, n_img)
+        else:
+            idx = np.arange(self.n_images) if r == -1 else self.permutations[r, : self.sizes[k]]
+            acc.update({layer: self._means[layer][idx] for layer in self.neurons_list})
+        return acc.compute()
+
+
+class _FrechetToReference:
+    """Fréchet distances from many sample sets to one fixed Gaussian N(μr, Σr).
+
+    FD = |μ − μr|² + tr Σ + tr Σr − 2 tr √(Σr^½ Σ Σr^½). With Σ = XcᵀXc / (N − 1) (Xc: the N
+    per-image mean vectors minus their mean μ), the non-zero eigenvalues of Σr^½ Σ Σr^½ are those of
+    the N x N matrix Xc Σr Xcᵀ / (N − 1) (AB and BA share them), so for N < C the distance costs
+    O(N C² + N³) instead of O(C³); for N >= C, Σr^½ (computed once, eigendecomposition clipped at 0)
+    gives the C x C matrix directly. Eigenvalues below 0 (rounding) count as 0. The result agrees with
+    ``vdna.FD`` to rounding (tests: tolerance derived from the traces)."""
+
+    def __init__(self, mu, sigma):
+        self.mu = np.asarray(mu, dtype=np.float64)
+        self.sigma = np.asarray(sigma, dtype=np.float64)
+        self.trace = float(np.trace(self.sigma))
+        self._sqrt = None
+
+    def _sigma_sqrt(self) -> np.ndarray:
+        if self._sqrt is None:
+            w, v = np.linalg.eigh(self.sigma)
+            self._sqrt = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+        return self._sqrt
+
+    def distance(self, mu, samples) -> float:
+        x = np.asarray(samples, dtype=np.float64)
+        n, c = x.shape
+        diff = np.asarray(mu, dtype=np.float64) - self.mu
+        d2 = float(diff @ diff)
+        if n < 2:  # one image: zero covariance
+            return d2 + self.trace
+        xc = x - np.asarray(mu, dtype=np.float64)
+        tr = float(np.einsum("ij,ij->", xc, xc)) / (n - 1)
+        if n < c:
+            m = (xc @ self.sigma) @ xc.T / (n - 1)
+        else:
+            s = self._sigma_sqrt()
+            cov = xc.T @ xc / (n - 1)
+            m = s @ cov @ s
+        ev = np.linalg.eigvalsh((m + m.T) * 0.5)
+        return d2 + tr + self.trace - 2.0 * float(np.sum(np.sqrt(np.clip(ev, 0.0, None))))
+
+
+def _check_distributions(distributions) -> Tuple[str, ...]:
+    if isinstance(distributions, str):
+        distributions = (distributions,)
+    out = []
+    for d in distributions:
+        kind, _ = parse_distribution_name(d)
+        if kind not in (HISTOGRAM, GAUSSIAN, LAYER_GAUSSIAN):
+            raise ValueError(f"stability: distribution '{d}' cannot be compared; use histogram-B, gaussian or "
+                             "layer-gaussian")
+        out.append(d)
+    if not out:
+        raise ValueError("stability: give at least one distribution")
+    if sum(d.startswith("histogram") for d in out) > 1:
+        raise ValueError(f"stability: at most one histogram distribution, got {out}")
+    if sum(not d.startswith("histogram") for d in out) > 1:
+        raise ValueError(f"stability: at most one of gaussian / layer-gaussian (a layer-Gaussian gives NFD too), "
+                         f"got {out}")
+    return tuple(out)
+
+
+def _distribution_of(dna: VDNA) -> str:
+    return f"histogram-{dna.hist_nb_bins}" if dna.type == HISTOGRAM else dna.type
+
+
+def match_references(reference, distributions) -> Dict[str, VDNA]:
+    """{distribution: reference DNA} for ``distributions`` from a DNA, a list or a dict of DNAs."""
+    if isinstance(reference, VDNA):
+        pool = [reference]
+    elif isinstance(reference, Mapping):
+        pool = list(reference.values())
+    elif isinstance(reference, (list, tuple)):
+        pool = list(reference)
+    else:
+        raise TypeError(f"reference must be a VDNA, a list or a dict of VDNAs, got {type(reference).__name__}")
+    for d in pool:
+        if not isinstance(d, VDNA):
+            raise TypeError(f"reference DNAs must be VDNAs, got {type(d).__name__}")
+    by_dist = {_distribution_of(d): d for d in pool}
+    out = {}
+    for name in distributions:
+        if name in by_dist:
+            out[name] = by_dist[name]
+        elif name == GAUSSIAN and LAYER_GAUSSIAN in by_dist:
+            out[name] = by_dist[LAYER_GAUSSIAN]  # NFD uses its covariance diagonal
+        else:
+            raise ValueError(f"no reference DNA of type '{name}' (given: {sorted(by_dist) or 'none'}); give one "
+                             "reference DNA per distribution, or a source to make them from")
+    return out
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+# ============================================================================ the curve
+class StabilityCurve:
+    """Distances of random subsets of a dataset to a reference, by subset size.
+
+    ``sizes`` (K,), ``values[metric]`` (repeats x K), ``full[metric]`` (all images). Metrics: "emd",
+    "fd", "nfd" (all neurons / layers) and "emd/<layer>", "fd/<layer>", "nfd/<layer>".
+    """
+
+    def __init__(self, sizes, values, full, permutations, n_images, seed, distributions, layers):
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.values = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
+        self.full = {k: float(v) for k, v in full.items()}
+        self.permutations = np.asarray(permutations, dtype=np.int64)
+        self.n_images = int(n_images)
+        self.seed = int(seed)
+        self.distributions = list(distributions)
+        self.layers = list(layers)
+
+    @property
+    def metrics(self) -> List[str]:
+        return list(self.values)
+
+    @property
+    def repeats(self) -> int:
+        return int(self.permutations.shape[0])
+
+    def _get(self, metric: str) -> np.ndarray:
+        if metric not in self.values:
+            raise KeyError(f"no metric '{metric}' in this curve; it has {self.metrics}")
+        return self.values[metric]
+
+    def mean(self, metric: str) -> np.ndarray:
+        """Mean over repeats, per size (K,)."""
+        return self._get(metric).mean(axis=0)
+
+    def std(self, metric: str) -> np.ndarray:
+        """Standard deviation over repeats (ddof=0), per size (K,)."""
+        return self._get(metric).std(axis=0)
+
+    def full_value(self, metric: str) -> float:
+        """The distance with all images."""
+        self._get(metric)
+        return self.full[metric]
+
+    def subset_indices(self, repeat: int, size_index: int) -> np.ndarray:
+        """Image indices (sorted) of the subset of ``repeat`` at ``sizes[size_index]``."""
+        r, k = int(repeat), int(size_index)
+        if not 0 <= r < self.repeats:
+            raise IndexError(f"repeat {repeat} is not in [0, {self.repeats})")
+        if not 0 <= k < len(self.sizes):
+            raise IndexError(f"size_index {size_index} is not in [0, {len(self.sizes)})")
+        return np.sort(self.permutations[r, : self.sizes[k]])
+
+    def stable_size(self, metric: str, tol: float = 0.05) -> Optional[int]:
+        """The smallest N from which (for it and every larger size) |mean − full| ≤ tol·|full| and
+        std ≤ tol·|full|; None if no size qualifies."""
+        if not tol > 0:
+            raise ValueError(f"tol must be > 0, got {tol}")
+        bound = float(tol) * abs(self.full_value(metric))
+        ok = (np.abs(self.mean(metric) - self.full[metric]) <= bound) & (self.std(metric) <= bound)
+        bad = np.flatnonzero(~ok)
+        first = 0 if bad.size == 0 else int(bad[-1]) + 1
+        return int(self.sizes[first]) if first < len(self.sizes) else None
+
+    def extrapolate(self, metric: str, min_size: Optional[int] = None) -> Tuple[float, float]:
+        """(value at infinitely many images, its standard error), FD∞-style: a least-squares fit of
+        value = a + b/N to every repeat's value at the sizes N ≥ ``min_size`` (default: a tenth of the
+        largest size) that are smaller than the whole dataset (a subset of all images is not a sample);
+        the standard error of a is σ̂·√((XᵀX)⁻¹)₀₀ with σ̂² = RSS / (points − 2)."""
+        v = self._get(metric)
+        lo = self.sizes[-1] / 10 if min_size is None else int(min_size)
+        use = (self.sizes >= lo) & (self.sizes < self.n_images)
+        if use.sum() < 2:
+            raise ValueError(f"extrapolate needs at least two sizes in [{lo:g}, {self.n_images}) (got "
+                             f"{self.sizes[use].tolist()}); add sizes or lower min_size")
+        x = np.repeat(1.0 / self.sizes[use][None, :], v.shape[0], axis=0).ravel()
+        y = v[:, use].ravel()
+        X = np.stack([np.ones_like(x), x], axis=1)
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        dof = len(y) - 2
+        if dof < 1:
+            return float(coef[0]), float("nan")
+        sigma2 = float(np.sum((y - X @ coef) ** 2)) / dof
+        se = float(np.sqrt(sigma2 * np.linalg.inv(X.T @ X)[0, 0]))
+        return float(coef[0]), se
+
+    # -------------------------------------------------------------- output
+    def to_csv(self, path=None) -> str:
+        """Rows metric,size,repeat,value (repeat "all" for the full value); written atomically to
+        ``path`` when given; returns the text."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["metric", "size", "repeat", "value"])
+        for m, v in self.values.items():
+            for k, n in enumerate(self.sizes):
+                for r in range(v.shape[0]):
+                    w.writerow([m, int(n), r, repr(float(v[r, k]))])
+            w.writerow([m, self.n_images, "all", repr(self.full[m])])
+        text = buf.getvalue()
+        if path is not None:
+            from .atomic import write_text_atomic
+
+            write_text_atomic(path, text)
+        return text
+
+    def save(self, path) -> None:
+        """Save as a NumPy .npz archive (no pickles), atomically."""
+        from .atomic import atomic_write
+
+        header = {"format": _FORMAT, "version": _VERSION, "n_images": self.n_images, "seed": self.seed,
+                  "distributions": self.distributions, "layers": self.layers, "metrics": self.metrics,
+                  "full": self.full}
+        arrays = {"sizes": self.sizes, "permutations": self.permutations,
+                  "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
+        for i, m in enumerate(self.metrics):
+            arrays[f"values_{i}"] = self.values[m]
+        with atomic_write(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path) -> "StabilityCurve":
+        """Read a curve written by ``save`` (ValueError naming the file when it is not one)."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                header = json.loads(bytes(z["header"]).decode())
+                if header.get("format") != _FORMAT:
+                    raise ValueError("not a stability curve")
+                values = {m: z[f"values_{i}"] for i, m in enumerate(header["metrics"])}
+                sizes, perms = z["sizes"], z["permutations"]
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{os.fspath(path)}: not a readable stability curve file ({exc})") from exc
+        for m, v in values.items():
+            if v.shape != (perms.shape[0], len(sizes)):
+                raise ValueError(f"{os.fspath(path)}: metric '{m}' has shape {v.shape}, expected "
+                                 f"({perms.shape[0]}, {len(sizes)})")
+        return cls(sizes, values, header["full"], perms, header["n_images"], header["seed"],
+                   header["distributions"], header["layers"])
+
+    def plot(self, metrics: Optional[Sequence[str]] = None, path=None):
+        """Mean ± std against N (log axis), the all-image value dashed, one panel per metric (paper
+        Fig. 5). Default metrics: the all-neuron ones. Returns the matplotlib Figure; saves to ``path``."""
+        from .plots import _pyplot, save_figure
+
+        plt = _pyplot()
+        metrics = [m for m in self.metrics if "/" not in m] if metrics is None else list(metrics)
+        for m in metrics:
+            self._get(m)
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+        for ax, m in zip(axes[0], metrics):
+            mu, sd = self.mean(m), self.std(m)
+            ax.plot(self.sizes, mu, "o-", color="#1f77b4", label="mean over repeats")
+            ax.fill_between(self.sizes, mu - sd, mu + sd, color="#1f77b4", alpha=0.25, label="± std")
+            ax.axhline(self.full[m], color="k", ls="--", lw=1, label=f"all {self.n_images} images")
+            ax.set_xscale("log")
+            ax.set_xlabel("images")
+            ax.set_title(m.upper() if "/" not in m else m)
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=8)
+        fig.tight_layout()
+        if path is not None:
+            save_figure(fig, path, close=False)
+        return fig
+
+    def __repr__(self) -> str:
+        return (f"StabilityCurve(n_images={self.n_images}, sizes={self.sizes.tolist()}, repeats={self.repeats}, "
+                f"metrics={[m for m in self.metrics if '/' not in m]})")
+
+
+# ============================================================================ from images
+def stability(
+    processor,
+    source,
+    reference,
+    *,
+    sizes=None,
+    repeats: int = 10,
+    seed: int = 0,
+    distributions: Optional[Sequence[str]] = None,
+    num_images: int = -1,
+    feat_extractor_name: Optional[str] = None,
+    batch_size: int = 64,
+    device: Optional[str] = None,
+    num_workers: int = 4,
+    crop_to_square_pre_resize: str = "none",
+    resize_mode: str = "clean",
+    backend: str = "auto",
+    extractor_weights=None,
+    activation_ranges=None,
+    allow_download: Optional[bool] = None,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    temp_dir: Optional[str] = None,
+    verbose: bool = False,
+) -> StabilityCurve:
+    """The body of :meth:`vdna.VDNAProcessor.stability` (see there)."""
+    from .processor import resolve_device, source_batches
+    from .sources import open_source
+
+    ref_is_dna = isinstance(reference, (VDNA, Mapping)) or (
+        isinstance(reference, (list, tuple)) and reference and all(isinstance(d, VDNA) for d in reference))
+    if ref_is_dna:
+        match_references(reference, [])  # type checks only
+        given = [reference] if isinstance(reference, VDNA) else list(
+            reference.values() if isinstance(reference, Mapping) else reference)
+        if distributions is None:
+            distributions = [_distribution_of(d) for d in given]
+        if feat_extractor_name is None:
+            feat_extractor_name = given[0].feature_extractor_name
+    if distributions is None:
+        distributions = DEFAULT_DISTRIBUTIONS
+    distributions = _check_distributions(distributions)
+    if feat_extractor_name is None:
+        feat_extractor_name = "mugs_vit_base"
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(repeats, bool) or int(repeats) < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+
+    dev = resolve_device(device)
+    extractor = processor.get_extractor(feat_extractor_name, extractor_weights=extractor_weights,
+                                        allow_download=allow_download)
+    be = processor.get_backend(extractor, dev, backend, None)
+    info = extractor.info
+    if any(d.startswith("histogram") for d in distributions) and activation_ranges is None:
+        activation_ranges = extractor.activation_ranges()
+    src = open_source(source, num_images=num_images, shuffle=False, seed=seed)
+    n = len(src)
+    if n < 1:
+        raise ValueError("stability: the source has no images")
+    sizes = check_sizes(sizes, n)
+    if ref_is_dna:
+        refs = match_references(reference, distributions)
+    else:
+        refs = _reference_dnas(be, info, reference, distributions, activation_ranges, batch_size, num_workers,
+                               crop_to_square_pre_resize, resize_mode, seed, verbose)
+    acc = SubsetAccumulator(dict(info.neurons_per_layer), n, sizes=sizes, repeats=repeats, seed=seed,
+                            distributions=distributions, activation_ranges=activation_ranges,
+                            layouts=dict(info.layouts), feature_extractor_name=info.name, max_memory=max_memory,
+                            temp_dir=temp_dir)
+    try:
+        for name, ref in refs.items():  # fail before the pass, not after it
+            acc._check_reference(name, ref)
+        import torch
+
+        for batch in source_batches(src, info, int(batch_size), num_workers, crop_to_square_pre_resize, resize_mode,
+                                    seed, True, verbose, desc="vdna stability"):
+            if len(batch.indices):
+                acc.update(be.forward(torch.from_numpy(batch.images)), indices=batch.indices)
+        return acc.compute(refs)
+    finally:
+        acc.close()
+
+
+def _reference_dnas(be, info, reference, distributions, activation_ranges, batch_size, num_workers, crop, resize_mode,
+                    seed, verbose) -> Dict[str, VDNA]:
+    """One pass over a reference source into one Accumulator per distribution."""
+    import torch
+
+    from .accumulator import Accumulator
+    from .processor import source_batches
+    from .sources import open_source
+
+    src = open_source(reference, shuffle=False, seed=seed)
+    accs = {d: Accumulator(d, dict(info.neurons_per_layer), activation_ranges=activation_ranges if d.startswith(
+        "histogram") else None, layouts=dict(info.layouts), feature_extractor_name=info.name) for d in distributions}
+    for batch in source_batches(src, info, int(batch_size), num_workers, crop, resize_mode, seed, True, verbose,
+                                desc="vdna stability reference"):
+        if len(batch.indices):
+            acts = be.forward(torch.from_numpy(batch.images))
+            for a in accs.values():
+                a.update(acts)
+    return {d: a.compute() for d, a in accs.items()}
