@@ -106,20 +106,43 @@ def test_trace_freezes_the_tf32_choice(tmp_path, allow):
     assert torch.backends.cudnn.allow_tf32  # restored
 
 
-def test_eager_forward_runs_under_the_tf32_policy(monkeypatch):
+def _tf32_now():
+    """(conv, matmul) TF32 settings as PyTorch reports them (new per-backend API where it exists)."""
+    if hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        return (torch.backends.cudnn.conv.fp32_precision == "tf32", torch.backends.cuda.matmul.fp32_precision == "tf32")
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+def test_eager_forward_runs_under_the_tf32_policy():
     seen = []
 
     class Probe(ToyExtractor):
         def forward(self, x):
-            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            seen.append(_tf32_now())
             return super().forward(x)
 
+    before = _tf32_now()
     for allow in (False, True):
         EagerBackend(Probe(), "cpu", allow_tf32=allow).forward(images(1, 0))
     assert seen == [(False, False), (True, True)]
+    assert _tf32_now() == before
     with tf32_policy(False):
         pass
-    assert torch.backends.cudnn.allow_tf32  # PyTorch's default is back
+    assert torch.backends.cudnn.allow_tf32  # PyTorch's default is back, readable with the legacy API too
+
+
+def test_tf32_policy_keeps_legacy_settings_readable(monkeypatch):
+    # A caller who set the legacy flags must read them back unchanged (PyTorch raises on reads of
+    # legacy flags mixed with the new per-backend ones).
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = True
+        with tf32_policy(False):
+            pass
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def test_dna_records_the_precision_settings():

@@ -127,8 +127,25 @@ at::Tensor stage_to_device(vdna_shim_model &m, const void *data, at::ScalarType 
     return dev;
 }
 
-// The TF32 policy for one forward: LibTorch's flags are process-wide, so they are set here and the
-// previous values restored on exit (eager PyTorch does the same in vdna/backends/base.py).
+// The TF32 policy for one forward: LibTorch's settings are process-wide, so they are set here and
+// the previous values restored on exit (eager PyTorch does the same in vdna/backends/base.py).
+// LibTorch >= 2.9 has per-backend fp32 precisions and rejects reads of the legacy allow_tf32 flags
+// once the new ones are set (or the reverse): the new API is used where it exists.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+struct Tf32Guard {
+    at::Float32Precision old_conv, old_mm;
+    explicit Tf32Guard(bool allow)
+        : old_conv(at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV)),
+          old_mm(at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL)) {
+        const auto p = allow ? at::Float32Precision::TF32 : at::Float32Precision::IEEE;
+        at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV, p);
+        at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL, p);
+    }
+    ~Tf32Guard() {
+        at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV, old_conv);
+        at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL, old_mm);
+    }
+#else
 struct Tf32Guard {
     bool old_cudnn, old_cublas;
     explicit Tf32Guard(bool allow)
@@ -140,6 +157,7 @@ struct Tf32Guard {
         at::globalContext().setAllowTF32CuDNN(old_cudnn);
         at::globalContext().setAllowTF32CuBLAS(old_cublas);
     }
+#endif
     Tf32Guard(const Tf32Guard &) = delete;
     Tf32Guard &operator=(const Tf32Guard &) = delete;
 };

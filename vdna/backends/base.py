@@ -110,25 +110,50 @@ def pin_device(device):
     return dev
 
 
+def _tf32_flags(torch):
+    """(get, set) of the cuDNN-convolution and cuBLAS-matmul TF32 settings, as opaque values.
+
+    PyTorch >= 2.9 has per-backend ``fp32_precision`` strings ("ieee", "tf32", "none") and raises
+    when code reads the legacy ``allow_tf32`` flags after the new ones were set (or the reverse):
+    use the new API where it exists, so the caller's settings, of either kind, read back unchanged.
+    """
+    conv = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
+    if conv is not None and hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        def get():
+            return torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+
+        def put(values):
+            torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = values
+
+        return get, put, lambda allow: ("tf32", "tf32") if allow else ("ieee", "ieee")
+
+    def get_legacy():
+        return torch._C._get_cudnn_allow_tf32(), torch._C._get_cublas_allow_tf32()
+
+    def put_legacy(values):
+        torch._C._set_cudnn_allow_tf32(values[0])
+        torch._C._set_cublas_allow_tf32(values[1])
+
+    return get_legacy, put_legacy, lambda allow: (allow, allow)
+
+
 @contextlib.contextmanager
 def tf32_policy(allow_tf32: bool):
     """Within the block, cuDNN convolutions and cuBLAS matmuls use TF32 only if ``allow_tf32``.
 
     PyTorch's default lets cuDNN convolutions run in TF32 on Ampere and newer GPUs, so float32
     activations would differ between GPU generations and from the CPU. Extraction runs in IEEE
-    float32 (``allow_tf32=False``) unless asked otherwise; the previous flags are restored after.
+    float32 (``allow_tf32=False``) unless asked otherwise; the previous settings are restored after.
     Tracing under this block freezes the same choice into the TorchScript graph (``aten::_convolution``
-    records ``allow_tf32``). The flags are process-wide: another thread running torch at the same
+    records ``allow_tf32``). The settings are process-wide: another thread running torch at the same
     time sees them too.
     """
     import torch
 
-    allow = bool(allow_tf32)
-    old_conv, old_mm = torch._C._get_cudnn_allow_tf32(), torch._C._get_cublas_allow_tf32()
-    torch._C._set_cudnn_allow_tf32(allow)
-    torch._C._set_cublas_allow_tf32(allow)
+    get, put, wanted = _tf32_flags(torch)
+    old = get()
+    put(wanted(bool(allow_tf32)))
     try:
         yield
     finally:
-        torch._C._set_cudnn_allow_tf32(old_conv)
-        torch._C._set_cublas_allow_tf32(old_mm)
+        put(old)
