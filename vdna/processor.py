@@ -175,6 +175,7 @@ class VDNAProcessor:
 
         ``device_accumulation``: reduce activations on the extractor's device and read the states back
         once (default: on for accelerators, off for the CPU, where the C core accumulates directly).
+        ``allow_tf32``: as in ``make_vdna`` (default False: IEEE float32 on every GPU).
         """
         dev = resolve_device(device)
         extractor = self.get_extractor(feat_extractor_name, extractor_weights=extractor_weights,
