@@ -219,20 +219,24 @@ def test_shim_update_holds_the_lock_across_run_and_accumulate(shim_dirs):  # noq
             acc.update(x)
             ref[name] = acc.states()["pix"].hist_counts
     acc_a, acc_b = lt.device_accumulators(specs), lt.device_accumulators(specs)
-    b_ran = threading.Event()
+    a_ran, b_ran = threading.Event(), threading.Event()
     real_run = lt.model.run
 
     def run(batch, device):
         real_run(batch, device)
         if threading.current_thread().name == "A":
-            b_ran.wait(0.5)
+            a_ran.set()
+            b_ran.wait(0.5)  # B's update gets this long to slip in between A's run and A's accumulate
         else:
             b_ran.set()
 
+    def update_b():
+        a_ran.wait(10)  # start only once A is between its two calls
+        acc_b.update(xb)
+
     lt.model.run = run
     ta = threading.Thread(target=acc_a.update, args=(xa,), name="A")
-    tb = threading.Thread(target=lambda: (b_ran.wait(0) or __import__("time").sleep(0.05), acc_b.update(xb)),
-                          name="B")
+    tb = threading.Thread(target=update_b, name="B")
     ta.start()
     tb.start()
     ta.join()
