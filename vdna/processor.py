@@ -64,12 +64,13 @@ class VDNAProcessor:
             self._extractors[key] = get_extractor(name, extractor_weights=extractor_weights, allow_download=allow_download)
         return self._extractors[key]
 
-    def get_backend(self, extractor, device: str, backend: str = "auto", amp_dtype=None):
+    def get_backend(self, extractor, device: str, backend: str = "auto", amp_dtype=None, allow_tf32: bool = False):
         from .backends import get_backend
 
-        key = (id(extractor), device, backend, str(amp_dtype))
+        key = (id(extractor), device, backend, str(amp_dtype), bool(allow_tf32))
         if key not in self._backends:
-            self._backends[key] = get_backend(extractor, device=device, backend=backend, amp_dtype=amp_dtype)
+            self._backends[key] = get_backend(extractor, device=device, backend=backend, amp_dtype=amp_dtype,
+                                              allow_tf32=allow_tf32)
         return self._backends[key]
 
     # ------------------------------------------------------------------ the one-call path
@@ -101,6 +102,7 @@ class VDNAProcessor:
         dst: Optional[int] = None,
         checkpoint: Optional[Union[str, Path]] = None,
         checkpoint_every: int = 1000,
+        allow_tf32: bool = False,
     ) -> VDNA:
         """Make the Visual DNA of a set of images.
 
@@ -112,7 +114,10 @@ class VDNAProcessor:
         strict: raise on an unreadable image instead of skipping it with a warning.
         extractor_weights / activation_ranges / allow_download: where the extractor's assets come from
             (a checkpoint path, activation ranges, whether a missing file may be downloaded).
-        amp_dtype: None (float32, default) or torch.float16 / torch.bfloat16 for the forward pass.
+        amp_dtype: None (float32, default) or torch.float16 / torch.bfloat16: the forward pass under
+            autocast with that dtype (both backends).
+        allow_tf32: let GPU convolutions and matmuls use TF32 (default False: IEEE float32, so the DNA
+            does not depend on the GPU generation). Both choices are recorded in ``dna.meta``.
         distributed / group / dst: under ``torch.distributed`` (e.g. ``torchrun``), each rank reads its
             share of the images and every rank (only rank ``dst`` if given; the others get None) returns
             the DNA of all of them; ``distributed=False`` turns this off (see :mod:`vdna.distributed`).
@@ -154,6 +159,7 @@ class VDNAProcessor:
                 allow_download=allow_download,
                 amp_dtype=amp_dtype,
                 n_sample_images=n_sample_images if save_sample_images is not None else 0,
+                allow_tf32=allow_tf32,
             )
             stream.data_settings = DataSettings(
                 source=src.describe(),
@@ -241,6 +247,7 @@ class VDNAProcessor:
         distributed: Optional[bool] = None,
         group=None,
         dst: Optional[int] = None,
+        allow_tf32: bool = False,
     ) -> "VDNAStream":
         """A streaming DNA builder: feed batches of images with ``update``, get the DNA with ``compute``.
 
@@ -249,6 +256,7 @@ class VDNAProcessor:
         ``distributed`` / ``group`` / ``dst``: under ``torch.distributed``, each rank feeds its own
         images and ``compute()`` (a collective: every rank calls it) returns the DNA of all ranks'
         images (on rank ``dst`` only, if given); see :mod:`vdna.distributed`.
+        ``allow_tf32``: as in ``make_vdna`` (default False: IEEE float32 on every GPU).
         """
         from .distributed import context as dist_context
 
@@ -256,7 +264,7 @@ class VDNAProcessor:
         dev = resolve_device(device)
         extractor = self.get_extractor(feat_extractor_name, extractor_weights=extractor_weights,
                                        allow_download=allow_download)
-        be = self.get_backend(extractor, dev, backend, amp_dtype)
+        be = self.get_backend(extractor, dev, backend, amp_dtype, allow_tf32)
         if device_accumulation is None:
             device_accumulation = not dev.startswith("cpu")
         stream = VDNAStream(extractor, be, distribution_name, dev, seed, batch_size, activation_ranges, n_sample_images,
@@ -269,10 +277,15 @@ class VDNAStream:
     """Accumulates a DNA from batches of images given by the caller (e.g. a generator's samples).
 
     ``update(images)`` takes a batch as a NumPy array or torch tensor: (N, H, W, 3) uint8, or
-    (N, 3, H, W) float with values in [0, 1] (scaled by 255) or [0, 255]; images of another size are
-    resized with the "clean" resize. ``compute()`` returns the VDNA of everything so far (the names of
+    (N, 3, H, W) float, each image on [0, 1] (scaled by 255) or [0, 255] by the rule of
+    ``vdna.sources.rgb`` (per image, validated); images of another size are resized with the "clean"
+    resize (on the host). ``compute()`` returns the VDNA of everything so far (the names of
     ``vdna.Accumulator`` and of torchmetrics). Same guarantees as ``make_vdna``: counts do not depend
     on how the images are split into batches.
+
+    Tensors already on the extractor's accelerator (a generator's samples) stay there: with device
+    accumulation nothing waits for the device per batch; their validation is checked once, in
+    ``compute()``, which raises ValueError if any image given was invalid (discard the stream then).
     """
 
     def __init__(self, extractor, backend, distribution_name, device, seed, batch_size, activation_ranges,
@@ -289,8 +302,11 @@ class VDNAStream:
             self._device_acc = backend.device_accumulators(self.accumulator.device_specs())
         self.data_settings = DataSettings(source="stream", shuffle_files=False)
         self.extraction_settings = ExtractionSettings(device=str(device), batch_size=self.batch_size, seed=int(seed))
+        self._pending_checks = []  # device bool tensors from scale_float_batch, checked in compute()
         self.meta = {
             "backend": backend.name,
+            "amp_dtype": _dtype_name(getattr(backend, "amp_dtype", None)),
+            "allow_tf32": bool(getattr(backend, "allow_tf32", False)),
             "weights_sha256": getattr(extractor, "weights_sha256", ""),
             "skipped_files": [],
         }
@@ -303,7 +319,7 @@ class VDNAStream:
     def update(self, images) -> None:
         """Accumulate one batch of images (see the class docstring for accepted forms)."""
         torch = _torch()
-        batch = _as_pixel_batch(images, self.extractor.info.input_size, torch)
+        batch = _as_pixel_batch(images, self.extractor.info.input_size, torch, self._pending_checks)
         for start in range(0, batch.shape[0], self.batch_size):
             self._forward(batch[start:start + self.batch_size])
 
@@ -350,6 +366,13 @@ class VDNAStream:
     def compute(self) -> Optional[VDNA]:
         """The DNA of everything added so far (of every rank's images under torch.distributed: then a
         collective, and None on ranks other than ``dst`` when it is given)."""
+        if self._pending_checks:
+            ok = bool(_torch().stack([c.cpu() for c in self._pending_checks]).all())  # the one wait
+            if not ok:
+                raise ValueError("images given to VDNAStream.update on the device contained NaN/Inf, negative "
+                                 "values or values above 255 (expected floats on [0, 1] or [0, 255] per image); "
+                                 "this stream's statistics include them: start a new stream")
+            self._pending_checks = []
         self._flush_device()
         self.accumulator.data_settings = self.data_settings
         self.accumulator.extraction_settings = self.extraction_settings
@@ -476,14 +499,26 @@ def _run_identity(stream, src, num_images, shuffle_files, seed, crop, resize_mod
     }
 
 
-def _as_pixel_batch(images, size, torch):
-    """(N,3,H,W) float32 tensor on the 0..255 scale from the forms VDNAStream.add accepts."""
+def _dtype_name(dtype):
+    return None if dtype is None else str(dtype).replace("torch.", "")
+
+
+def _as_pixel_batch(images, size, torch, pending=None):
+    """(N,3,H,W) float32 tensor on the 0..255 scale from the forms VDNAStream.update accepts.
+
+    Float images are scaled per image by ``vdna.sources.rgb.scale_float_batch``. Tensors on an
+    accelerator stay there; when ``pending`` (a list) is given their validation is appended to it
+    as a device tensor instead of waiting for the device now.
+    """
+    from .sources.rgb import scale_float_batch
+
     if isinstance(images, (list, tuple)):
         images = np.stack([np.asarray(im) for im in images])
     t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
     t = t.detach()
     if t.ndim != 4:
         raise ValueError(f"a batch of images must have 4 dimensions (N,H,W,3) or (N,3,H,W); got shape {tuple(t.shape)}")
+    on_host = t.device.type == "cpu"
     if t.dtype == torch.uint8:
         if t.shape[-1] == 3 and t.shape[1] != 3:
             t = t.permute(0, 3, 1, 2)
@@ -491,23 +526,24 @@ def _as_pixel_batch(images, size, torch):
     elif t.is_floating_point():
         if t.shape[1] != 3 and t.shape[-1] == 3:
             t = t.permute(0, 3, 1, 2)
-        t = t.float()
-        if t.numel() and not torch.isfinite(t).all():
-            raise ValueError("images contain NaN or Inf")
-        if t.numel() and float(t.max()) <= 1.0:
-            t = t * 255.0
+        if t.shape[1] == 3:
+            deferred = not on_host and pending is not None
+            t, ok = scale_float_batch(t, deferred=deferred)
+            if deferred:
+                pending.append(ok)
     else:
         raise TypeError(f"images must be uint8 or floating point, got {t.dtype}")
     if t.shape[1] != 3:
         raise ValueError(f"images must have 3 (RGB) channels; got shape {tuple(t.shape)}")
-    t = t.cpu().contiguous()
-    h, w = int(size[0]), int(size[1])
+    t = t.contiguous()
+    h, w = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if tuple(t.shape[2:]) != (h, w):
         from .sources import resize_image
 
+        host = t.cpu()
         out = np.empty((t.shape[0], 3, h, w), dtype=np.float32)
         for i in range(t.shape[0]):
-            out[i] = resize_image(t[i].numpy().transpose(1, 2, 0), (h, w), "clean")
+            out[i] = resize_image(host[i].numpy().transpose(1, 2, 0), (h, w), "clean")
         t = torch.from_numpy(out)
     return t
 

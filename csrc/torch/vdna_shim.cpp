@@ -2,14 +2,19 @@
 //
 // Everything here is device-generic LibTorch: the same code runs on the CPU device (where the tests
 // run it) and on CUDA. The accumulation rules mirror vdna/backends/device_accum.py and the C core
-// (shared/DESIGN.md "Normative semantics"); a change to one must be made to all three.
+// (docs/design.md "Normative semantics"); a change to one must be made to all three.
 
 #include "vdna_shim.h"
 
 #include <torch/script.h>
 #include <torch/version.h>
+#include <torch/csrc/jit/codegen/fuser/interface.h>
+#include <torch/csrc/jit/passes/autocast.h>
+#include <torch/csrc/jit/passes/tensorexpr_fuser.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
@@ -47,6 +52,9 @@ int guarded(int default_code, const char *where, F &&f) {
     } catch (const ShimError &e) {
         g_last_error = std::string(where) + ": " + e.what();
         return e.code;
+    } catch (const c10::OutOfMemoryError &e) {  // before c10::Error, its base
+        g_last_error = std::string(where) + ": " + e.what_without_backtrace();
+        return VDNA_SHIM_ERR_DEVICE_NOMEM;
     } catch (const c10::Error &e) {
         g_last_error = std::string(where) + ": " + e.what_without_backtrace();
         return default_code;
@@ -81,7 +89,8 @@ at::ScalarType input_scalar_type(vdna_shim_dtype d) {
 struct vdna_shim_model {
     torch::jit::Module module;
     c10::Device device{c10::kCPU};
-    at::ScalarType precision = at::kFloat;
+    at::ScalarType amp = at::kFloat;  // kFloat: no autocast; kHalf / kBFloat16: autocast to that dtype
+    bool allow_tf32 = false;
     std::vector<std::string> names;
     std::vector<at::Tensor> outputs;       // on the device
     std::vector<at::Tensor> host_outputs;  // host views handed out, kept alive until the next run
@@ -118,6 +127,89 @@ at::Tensor stage_to_device(vdna_shim_model &m, const void *data, at::ScalarType 
     return dev;
 }
 
+// The TF32 policy for one forward: LibTorch's settings are process-wide, so they are set here and
+// the previous values restored on exit (eager PyTorch does the same in vdna/backends/base.py).
+// LibTorch >= 2.9 has per-backend fp32 precisions and rejects reads of the legacy allow_tf32 flags
+// once the new ones are set (or the reverse): the new API is used where it exists.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+struct Tf32Guard {
+    at::Float32Precision old_conv, old_mm;
+    explicit Tf32Guard(bool allow)
+        : old_conv(at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV)),
+          old_mm(at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL)) {
+        const auto p = allow ? at::Float32Precision::TF32 : at::Float32Precision::IEEE;
+        at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV, p);
+        at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL, p);
+    }
+    ~Tf32Guard() {
+        at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV, old_conv);
+        at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL, old_mm);
+    }
+#else
+struct Tf32Guard {
+    bool old_cudnn, old_cublas;
+    explicit Tf32Guard(bool allow)
+        : old_cudnn(at::globalContext().allowTF32CuDNN()), old_cublas(at::globalContext().allowTF32CuBLAS()) {
+        at::globalContext().setAllowTF32CuDNN(allow);
+        at::globalContext().setAllowTF32CuBLAS(allow);
+    }
+    ~Tf32Guard() {
+        at::globalContext().setAllowTF32CuDNN(old_cudnn);
+        at::globalContext().setAllowTF32CuBLAS(old_cublas);
+    }
+#endif
+    Tf32Guard(const Tf32Guard &) = delete;
+    Tf32Guard &operator=(const Tf32Guard &) = delete;
+};
+
+// The TorchScript fusers off for one forward (process-wide flags, restored on exit). They act when
+// the graph executor optimises a graph, which happens inside the shim's forward.
+struct FuserOffGuard {
+    bool old_te, old_cpu, old_gpu;
+    FuserOffGuard()
+        : old_te(torch::jit::tensorExprFuserEnabled()), old_cpu(torch::jit::canFuseOnCPU()),
+          old_gpu(torch::jit::canFuseOnGPU()) {
+        torch::jit::setTensorExprFuserEnabled(false);
+        torch::jit::overrideCanFuseOnCPU(false);
+        torch::jit::overrideCanFuseOnGPU(false);
+    }
+    ~FuserOffGuard() {
+        torch::jit::setTensorExprFuserEnabled(old_te);
+        torch::jit::overrideCanFuseOnCPU(old_cpu);
+        torch::jit::overrideCanFuseOnGPU(old_gpu);
+    }
+    FuserOffGuard(const FuserOffGuard &) = delete;
+    FuserOffGuard &operator=(const FuserOffGuard &) = delete;
+};
+
+// LibTorch's autocast for one forward, as torch.autocast(device_type, dtype) does it in Python
+// (thread-local state; the cast cache is cleared when the outermost block exits). TorchScript's
+// interpreter does not apply autocast at dispatch: the graph executor's autocast pass inserts the
+// casts when it optimises the graph under this state, so amp needs the optimiser on (fusers off).
+struct AutocastGuard {
+    at::DeviceType type;
+    bool active, old_enabled = false, old_jit = true;
+    at::ScalarType old_dtype = at::kFloat;
+    AutocastGuard(at::DeviceType t, at::ScalarType dtype) : type(t), active(dtype != at::kFloat) {
+        if (!active) return;
+        old_jit = torch::jit::setAutocastMode(true);  // the graph executor's autocast pass (on by default)
+        old_enabled = at::autocast::is_autocast_enabled(type);
+        old_dtype = at::autocast::get_autocast_dtype(type);
+        at::autocast::set_autocast_enabled(type, true);
+        at::autocast::set_autocast_dtype(type, dtype);
+        at::autocast::increment_nesting();
+    }
+    ~AutocastGuard() {
+        if (!active) return;
+        if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+        at::autocast::set_autocast_enabled(type, old_enabled);
+        at::autocast::set_autocast_dtype(type, old_dtype);
+        torch::jit::setAutocastMode(old_jit);
+    }
+    AutocastGuard(const AutocastGuard &) = delete;
+    AutocastGuard &operator=(const AutocastGuard &) = delete;
+};
+
 // ------------------------------------------------------------------ device accumulation
 // One layer's device state. All float state is float64 on the model's device.
 struct LayerAcc {
@@ -131,20 +223,22 @@ struct LayerAcc {
     at::Tensor counts;                 // (C*(B+1),) int64; column B of each row counts NaN
     at::Tensor m_mean, m_m2;           // moments (C,)
     at::Tensor c_shift, c_sum, c_sq;   // covariance: shift (C,), sum (C,), cross products (C,C)
-    at::Tensor r_min, r_max, r_nan;    // ranges (C,), NaN counts (C,) int64
+    at::Tensor r_min, r_max;           // ranges (C,)
+    at::Tensor nan_count;              // NaN values per neuron (C,) int64 (moments, covariance, ranges)
 };
 
 // Scratch buffers shared by all layers of one accumulator, grown to the largest layer and reused:
 // fresh full-size temporaries per layer and batch cost more (page faults on the CPU) than the
 // arithmetic. Layers run one after another (in stream order on a GPU), so one set suffices.
 struct Workspace {
-    at::Tensor x, z, idx, nan, one;
+    at::Tensor x, z, idx, nan, m, one;
 
-    // A tensor of `shape` over `buf` (contents undefined), growing it when too small.
+    // A tensor of `shape` over `buf` (contents undefined), growing it when too small or of another dtype.
     static at::Tensor take(at::Tensor &buf, const at::TensorOptions &opts, at::IntArrayRef shape) {
         int64_t numel = 1;
         for (auto s : shape) numel *= s;
-        if (!buf.defined() || buf.numel() < numel) buf = at::empty({numel}, opts);
+        if (!buf.defined() || buf.numel() < numel || buf.scalar_type() != opts.dtype().toScalarType())
+            buf = at::empty({numel}, opts);
         return buf.narrow(0, 0, numel).view(shape);
     }
 };
@@ -160,15 +254,16 @@ struct vdna_shim_accum {
 
 namespace {
 
-// The layer's activations as float64 in the workspace, 3-D: channels (N, C, S); tokens (N, T, C).
+// The layer's activations as a 3-D view in their own dtype: channels (N, C, S); tokens (N, T, C).
 struct Canon {
     at::Tensor x;
     std::vector<int64_t> bshape;  // shape broadcasting a (C,) vector over x
     int64_t sample_dim;           // the dim holding a neuron's samples within one image
 };
 
-Canon canonical(const LayerAcc &L, const at::Tensor &t, Workspace &ws) {
+Canon canonical(const LayerAcc &L, const at::Tensor &t_in) {
     const int64_t C = L.n_neurons;
+    const at::Tensor &t = t_in;
     Canon c;
     if (L.layout == VDNA_SHIM_LAYOUT_CHANNELS) {
         if (t.dim() < 2 || t.size(1) != C)
@@ -183,37 +278,46 @@ Canon canonical(const LayerAcc &L, const at::Tensor &t, Workspace &ws) {
         c.bshape = {1, 1, C};
         c.sample_dim = 1;
     }
-    at::Tensor x = Workspace::take(ws.x, t.options().dtype(at::kDouble), t.sizes()).copy_(t);
-    c.x = L.layout == VDNA_SHIM_LAYOUT_CHANNELS ? x.view({t.size(0), C, -1}) : x;
+    const auto st = t.scalar_type();
+    const at::Tensor f = (st == at::kHalf || st == at::kBFloat16 || st == at::kFloat || st == at::kDouble)
+                             ? t : t.to(at::kFloat);
+    c.x = L.layout == VDNA_SHIM_LAYOUT_CHANNELS ? f.reshape({t.size(0), C, -1}) : f;  // a view when contiguous
     return c;
 }
 
+// Everything is read from the activations in their own dtype with exact conversions to float64; no
+// float64 copy of the layer except for the per-image means (vdna/backends/device_accum.py has the
+// same steps with PyTorch ops).
 void accumulate_layer(LayerAcc &L, const at::Tensor &t, Workspace &ws) {
-    const Canon c = canonical(L, t, ws);
-    const int64_t n = c.x.size(0);
+    const Canon c = canonical(L, t);
     const at::Tensor &x = c.x;
-    at::Tensor nan;
-    if (L.stats & (VDNA_SHIM_STAT_HIST | VDNA_SHIM_STAT_RANGES)) {
-        nan = Workspace::take(ws.nan, x.options().dtype(at::kBool), x.sizes());
-        at::ne_out(nan, x, x);  // isnan
+    const int64_t n = x.size(0);
+    const std::vector<int64_t> dims = {0, c.sample_dim};
+    const auto f64 = x.options().dtype(at::kDouble);
+    if (L.stats & (VDNA_SHIM_STAT_MOMENTS | VDNA_SHIM_STAT_COV | VDNA_SHIM_STAT_RANGES)) {
+        at::Tensor nan = Workspace::take(ws.nan, x.options().dtype(at::kBool), x.sizes());
+        at::ne_out(nan, x, x);                // isnan
+        L.nan_count.add_(nan.sum(dims));      // the core's per-neuron NaN report
     }
-
     if (L.stats & VDNA_SHIM_STAT_HIST) {
-        // Same float64 operations, in the same order, as the C core: no reciprocal, no fused ops.
+        // The core's t = (((x - centre) / half + 1) * B) * 0.5 in float64: fl(fl(s*B)*0.5) equals
+        // fl(s*(B/2)) (exact scalings); clamping t to [0, B-1] and truncating equals the core's clamp
+        // to [0, B], floor, cap at B-1; NaN survives the clamp and goes to column B.
         const double B = double(L.bins);
-        at::Tensor z = Workspace::take(ws.z, x.options(), x.sizes());
+        at::Tensor z = Workspace::take(ws.z, f64, x.sizes());
         at::sub_out(z, x, L.centre.view(c.bshape));
-        z.div_(L.half.view(c.bshape)).clamp_(-1.0, 1.0);  // NaN stays NaN; +-Inf -> +-1
-        z.add_(1.0).mul_(B).mul_(0.5).floor_().clamp_max_(B - 1.0);
-        z.masked_fill_(nan, B);  // the NaN column
-        at::Tensor idx = Workspace::take(ws.idx, x.options().dtype(at::kLong), x.sizes()).copy_(z);  // exact integers
+        z.div_(L.half.view(c.bshape));  // a true division, never a reciprocal
+        z.add_(1.0).mul_(B * 0.5).clamp_(0.0, B - 1.0);
+        z.nan_to_num_(B);
+        at::Tensor idx = Workspace::take(ws.idx, L.offsets.options(), x.sizes()).copy_(z);  // truncation, z >= 0
         idx.add_(L.offsets.view(c.bshape));
         idx = idx.view({-1});
-        if (!ws.one.defined()) ws.one = at::ones({1}, idx.options());
+        if (!ws.one.defined()) ws.one = at::ones({1}, L.counts.options());
         L.counts.index_add_(0, idx, ws.one.expand({idx.size(0)}));
     }
     if (L.stats & (VDNA_SHIM_STAT_MOMENTS | VDNA_SHIM_STAT_COV)) {
-        const at::Tensor img = x.mean(c.sample_dim);  // (N, C) per-image means
+        // torch reductions with a dtype convert the whole input anyway: convert into a reused buffer.
+        const at::Tensor img = Workspace::take(ws.x, f64, x.sizes()).copy_(x).mean(c.sample_dim);  // (N, C)
         if (L.stats & VDNA_SHIM_STAT_MOMENTS) {
             const at::Tensor bm = img.mean(0);
             const at::Tensor bm2 = (img - bm).square().sum(0);
@@ -242,14 +346,13 @@ void accumulate_layer(LayerAcc &L, const at::Tensor &t, Workspace &ws) {
         }
     }
     if (L.stats & VDNA_SHIM_STAT_RANGES) {
+        // min/max are exact in the activations' dtype; NaN is skipped by mapping it to +-inf.
         const double inf = std::numeric_limits<double>::infinity();
-        std::vector<int64_t> dims = {0, c.sample_dim};
-        at::Tensor masked = Workspace::take(ws.z, x.options(), x.sizes());
-        const at::Tensor lo = masked.copy_(x).masked_fill_(nan, inf).amin(dims);
+        at::Tensor m = Workspace::take(ws.m, x.options(), x.sizes());
+        const at::Tensor lo = at::nan_to_num_out(m, x, inf, inf, -inf).amin(dims).to(at::kDouble);
         L.r_min = at::minimum(L.r_min, lo);
-        const at::Tensor hi = masked.copy_(x).masked_fill_(nan, -inf).amax(dims);
+        const at::Tensor hi = at::nan_to_num_out(m, x, -inf, inf, -inf).amax(dims).to(at::kDouble);
         L.r_max = at::maximum(L.r_max, hi);
-        L.r_nan.add_(nan.sum(dims));
     }
     L.num_images += n;
 }
@@ -298,11 +401,13 @@ int api_model_open(const char *path, const char *format, const char *device, vdn
                                                std::to_string(count) + " device(s) of that type)");
             if (!m->device.has_index()) m->device = c10::Device(m->device.type(), 0);
         }
-        switch (precision) {
-        case VDNA_SHIM_PRECISION_F32: m->precision = at::kFloat; break;
-        case VDNA_SHIM_PRECISION_F16: m->precision = at::kHalf; break;
-        case VDNA_SHIM_PRECISION_BF16: m->precision = at::kBFloat16; break;
-        default: fail(VDNA_SHIM_ERR_ARG, "invalid precision " + std::to_string(int(precision)));
+        const int prec = int(precision);
+        m->allow_tf32 = (prec & VDNA_SHIM_PRECISION_ALLOW_TF32) != 0;
+        switch (prec & ~VDNA_SHIM_PRECISION_ALLOW_TF32) {
+        case VDNA_SHIM_PRECISION_F32: m->amp = at::kFloat; break;
+        case VDNA_SHIM_PRECISION_F16: m->amp = at::kHalf; break;
+        case VDNA_SHIM_PRECISION_BF16: m->amp = at::kBFloat16; break;
+        default: fail(VDNA_SHIM_ERR_ARG, "invalid precision " + std::to_string(prec));
         }
         {
             std::FILE *f = std::fopen(path, "rb");
@@ -315,8 +420,7 @@ int api_model_open(const char *path, const char *format, const char *device, vdn
             fail(VDNA_SHIM_ERR_LOAD, std::string("'") + path + "' is not a loadable TorchScript model: " +
                                          e.what_without_backtrace());
         }
-        m->module.eval();
-        if (m->precision != at::kFloat) m->module.to(m->precision);
+        m->module.eval();  // parameters stay float32: mixed precision is autocast in model_run
         *out = m.release();
     });
 }
@@ -344,12 +448,24 @@ int api_model_run(vdna_shim_model *m, const void *data, vdna_shim_dtype dtype, v
         } else {
             fail(VDNA_SHIM_ERR_ARG, "invalid memory kind " + std::to_string(int(memory)));
         }
-        x = x.to(m->precision);
+        x = x.to(at::kFloat);
         m->outputs.clear();
         m->names.clear();
         m->host_outputs.clear();
         m->batch_n = 0;
-        c10::IValue out = m->module.forward({x});
+        c10::IValue out;
+        {
+            // float32: no graph optimisation at all (thread-local), so the graph runs op by op as eager
+            // PyTorch runs the module. amp: the optimiser must run for autocast (see AutocastGuard), with
+            // the fusers (on by default on GPUs) turned off around it. Both restore their flags on exit.
+            const bool amp_on = m->amp != at::kFloat;
+            torch::jit::GraphOptimizerEnabledGuard optimise(amp_on);
+            std::unique_ptr<FuserOffGuard> no_fuser;
+            if (amp_on) no_fuser = std::make_unique<FuserOffGuard>();
+            Tf32Guard tf32(m->allow_tf32);
+            AutocastGuard amp(m->device.type(), m->amp);
+            out = m->module.forward({x});
+        }
         if (!out.isGenericDict()) fail(VDNA_SHIM_ERR_RUN, "the model must return Dict[str, Tensor], got " + out.tagKind());
         for (const auto &kv : out.toGenericDict()) {
             if (!kv.key().isString() || !kv.value().isTensor())
@@ -421,10 +537,16 @@ int api_accum_create(vdna_shim_model *m, const vdna_shim_layer_spec *specs, int6
             if (s.stats & VDNA_SHIM_STAT_HIST) {
                 if (s.bins < 1) fail(VDNA_SHIM_ERR_ARG, "layer '" + L.layer + "': bins must be >= 1");
                 if (!s.mins || !s.maxs) fail(VDNA_SHIM_ERR_ARG, "layer '" + L.layer + "': histogram ranges are NULL");
-                for (int64_t j = 0; j < C; ++j)
-                    if (!std::isfinite(s.mins[j]) || !std::isfinite(s.maxs[j]) || s.mins[j] > s.maxs[j])
+                for (int64_t j = 0; j < C; ++j) {
+                    // The core's rule (hist.c): finite, min <= max, and 1.2*range normalisable in float64
+                    // (|values| above ~1.5e308 overflow there and would index outside the counts).
+                    const double lo = 1.2 * s.mins[j], hi = 1.2 * s.maxs[j];
+                    if (!std::isfinite(s.mins[j]) || !std::isfinite(s.maxs[j]) || s.mins[j] > s.maxs[j] ||
+                        !std::isfinite(lo) || !std::isfinite(hi) || !std::isfinite(hi - lo) || !std::isfinite(lo + hi))
                         fail(VDNA_SHIM_ERR_ARG, "layer '" + L.layer + "': invalid activation range at neuron " +
-                                                    std::to_string(j));
+                                                    std::to_string(j) + " (must be finite, min <= max, and "
+                                                    "1.2 * range representable in float64)");
+                }
                 // Normalisation constants computed on the host in float64, exactly as the core does.
                 std::vector<double> centre(static_cast<size_t>(C)), half(static_cast<size_t>(C));
                 for (int64_t j = 0; j < C; ++j) {
@@ -435,14 +557,16 @@ int api_accum_create(vdna_shim_model *m, const vdna_shim_layer_spec *specs, int6
                 L.bins = s.bins;
                 L.centre = at::tensor(centre, at::kDouble).to(m->device);
                 L.half = at::tensor(half, at::kDouble).to(m->device);
-                L.offsets = at::arange(C, i64) * (s.bins + 1);
+                // int32 flat indices where every index fits (half the bytes of int64)
+                const bool fits32 = C * (s.bins + 1) < (int64_t(1) << 31);
+                L.offsets = (at::arange(C, i64) * (s.bins + 1)).to(fits32 ? at::kInt : at::kLong);
                 L.counts = at::zeros({C * (s.bins + 1)}, i64);
             }
             if (s.stats & VDNA_SHIM_STAT_RANGES) {
                 L.r_min = at::full({C}, inf, f64);
                 L.r_max = at::full({C}, -inf, f64);
-                L.r_nan = at::zeros({C}, i64);
             }
+            L.nan_count = at::zeros({C}, i64);
             acc->layers.push_back(std::move(L));
         }
         *out = acc.release();
@@ -526,7 +650,22 @@ int api_accum_read_ranges(vdna_shim_accum *acc, int64_t index, int64_t *num_imag
         *num_images = L.num_images;
         copy_out(L.r_min, mins);
         copy_out(L.r_max, maxs);
-        copy_out(L.r_nan, nan_counts);
+        copy_out(L.nan_count, nan_counts);
+    });
+}
+
+int api_accum_read_nan_counts(vdna_shim_accum *acc, int64_t index, int64_t *nan_counts) {
+    return guarded(VDNA_SHIM_ERR_INTERNAL, "accum_read_nan_counts", [&] {
+        if (!acc) fail(VDNA_SHIM_ERR_ARG, "accumulator is NULL");
+        if (index < 0 || index >= int64_t(acc->layers.size()))
+            fail(VDNA_SHIM_ERR_ARG, "layer index " + std::to_string(index) + " out of range");
+        if (!nan_counts) fail(VDNA_SHIM_ERR_ARG, "NULL output buffer");
+        LayerAcc &L = acc->layers[size_t(index)];
+        if (L.stats & (VDNA_SHIM_STAT_MOMENTS | VDNA_SHIM_STAT_COV | VDNA_SHIM_STAT_RANGES)) {
+            copy_out(L.nan_count, nan_counts);
+        } else {  // histograms only: their NaN column
+            copy_out(L.counts.view({L.n_neurons, L.bins + 1}).select(1, L.bins), nan_counts);
+        }
     });
 }
 
@@ -547,6 +686,7 @@ const vdna_shim_api g_api = {
     api_accum_read_moments,
     api_accum_read_cov,
     api_accum_read_ranges,
+    api_accum_read_nan_counts,
 };
 
 }  // namespace

@@ -3,14 +3,16 @@
  * The shim runs a serialized feature extractor with LibTorch on a device (cpu, cuda:N) and either
  * hands each layer's activations to the caller (host memory, no copy on the CPU device) or reduces
  * them on the device with the C core's rules (histogram counts, Gaussian moments, layer covariance,
- * activation ranges; shared/DESIGN.md "Normative semantics") and reads the states back once.
+ * activation ranges; docs/design.md "Normative semantics") and reads the states back once.
  *
  * The library exports ONE symbol, vdna_shim_get_api(), returning a table of function pointers.
  * Nothing crossing this ABI is a C++ type. Every function returns VDNA_SHIM_OK (0) or an error code;
  * vdna_shim_api.last_error() gives the message of the last failure in the calling thread.
  *
- * Threads: a model and the accumulators attached to it must be used from one thread at a time.
- * Distinct models are independent.
+ * Threads: a model and the accumulators attached to it must be used from one thread at a time
+ * (a caller sharing them holds one lock across model_run and the accum_update / model_output calls
+ * that read that batch). Distinct models are independent, except that the TF32 flags are
+ * process-wide in LibTorch: model_run sets them for its forward and restores them after.
  */
 #ifndef VDNA_SHIM_H
 #define VDNA_SHIM_H
@@ -32,8 +34,9 @@ typedef enum {
     VDNA_SHIM_ERR_RUN = 3,    /* the forward pass failed (message from LibTorch) */
     VDNA_SHIM_ERR_DEVICE = 4, /* the device string is invalid or the device is unavailable */
     VDNA_SHIM_ERR_STATE = 5,  /* a call in the wrong order (no batch run yet, ...) */
-    VDNA_SHIM_ERR_NOMEM = 6,
-    VDNA_SHIM_ERR_INTERNAL = 7
+    VDNA_SHIM_ERR_NOMEM = 6,        /* host memory exhausted (std::bad_alloc) */
+    VDNA_SHIM_ERR_INTERNAL = 7,
+    VDNA_SHIM_ERR_DEVICE_NOMEM = 8  /* the device's allocator is out of memory (c10::OutOfMemoryError) */
 } vdna_shim_status;
 
 /* Element types of input batches and output views. */
@@ -44,8 +47,14 @@ typedef enum {
     VDNA_SHIM_F64 = 3
 } vdna_shim_dtype;
 
-/* Forward precision: full float32 (default), or parameters and input cast to fp16 / bf16. */
+/* Forward precision: full float32 (default), or float32 parameters and input with the forward under
+ * LibTorch's autocast to fp16 / bf16 (as torch.autocast in eager PyTorch).
+ * VDNA_SHIM_PRECISION_ALLOW_TF32 may be OR-ed in: cuDNN convolutions and cuBLAS matmuls may then use
+ * TF32 on GPUs that have it; without it they run in IEEE float32 (the convolution flag is also frozen
+ * into a traced model, so trace with the same choice). The forward always runs with the TorchScript
+ * graph optimizer (and so its fusers) off, so the model computes exactly what eager PyTorch does. */
 typedef enum { VDNA_SHIM_PRECISION_F32 = 0, VDNA_SHIM_PRECISION_F16 = 1, VDNA_SHIM_PRECISION_BF16 = 2 } vdna_shim_precision;
+#define VDNA_SHIM_PRECISION_ALLOW_TF32 0x100
 
 /* Where a batch given to run() lives. */
 typedef enum { VDNA_SHIM_MEM_HOST = 0, VDNA_SHIM_MEM_DEVICE = 1 } vdna_shim_memory;
@@ -133,6 +142,10 @@ typedef struct {
     /* mins/maxs: n_neurons (NaN ignored; +inf/-inf when a neuron saw no value), nan_counts: n_neurons. */
     int (*accum_read_ranges)(vdna_shim_accum *acc, int64_t index, int64_t *num_images, double *mins, double *maxs,
                              int64_t *nan_counts);
+    /* NaN activation values seen per neuron (n_neurons int64), for every kind of statistic (the
+     * moments' and covariance's NaN report). Added in ABI 1 after the first release: check
+     * struct_size before calling. */
+    int (*accum_read_nan_counts)(vdna_shim_accum *acc, int64_t index, int64_t *nan_counts);
 } vdna_shim_api;
 
 /* The library's only exported symbol. Returns NULL when the library cannot serve abi_version. */

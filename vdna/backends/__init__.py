@@ -27,11 +27,15 @@ class BackendFallbackWarning(RuntimeWarning):
     """backend="auto" could not use the LibTorch shim and runs the eager PyTorch backend instead."""
 
 
-def get_backend(extractor, device="cpu", backend="auto", amp_dtype=None, **options) -> Backend:
-    """A backend running ``extractor`` on ``device`` ("cpu", "cuda", "cuda:1").
+def get_backend(extractor, device="cpu", backend="auto", amp_dtype=None, allow_tf32=False, **options) -> Backend:
+    """A backend running ``extractor`` on ``device`` ("cpu", "cuda", "cuda:1"; plain "cuda" is pinned
+    to the current device's index).
 
     ``amp_dtype``: None (float32 forward, the default), torch.float16 / torch.bfloat16 or their
-    names. ``options`` go to LibTorchBackend (``cache_dir``, ``torchscript_dir``, ``model_path``).
+    names; both backends run the forward under autocast with that dtype. ``allow_tf32``: let cuDNN
+    convolutions and cuBLAS matmuls use TF32 on GPUs that have it (default False: IEEE float32, so
+    DNAs do not depend on the GPU generation). ``options`` go to LibTorchBackend (``cache_dir``,
+    ``torchscript_dir``, ``model_path``).
     """
     global _warned
     if backend not in BACKENDS:
@@ -39,15 +43,15 @@ def get_backend(extractor, device="cpu", backend="auto", amp_dtype=None, **optio
     if backend == "eager":
         from .eager import EagerBackend
 
-        return EagerBackend(extractor, device, amp_dtype)
+        return EagerBackend(extractor, device, amp_dtype, allow_tf32)
     from .build import ShimBuildError
     from .export import ExportError
     from .libtorch import LibTorchBackend, ShimError
 
     if backend == "libtorch":
-        return LibTorchBackend(extractor, device, amp_dtype, **options)
+        return LibTorchBackend(extractor, device, amp_dtype, allow_tf32=allow_tf32, **options)
     try:
-        return LibTorchBackend(extractor, device, amp_dtype, **options)
+        return LibTorchBackend(extractor, device, amp_dtype, allow_tf32=allow_tf32, **options)
     except (ShimBuildError, ShimError, ExportError, OSError) as exc:
         with _warn_lock:
             first, _warned = not _warned, True
@@ -56,4 +60,4 @@ def get_backend(extractor, device="cpu", backend="auto", amp_dtype=None, **optio
                           BackendFallbackWarning, stacklevel=2)
         from .eager import EagerBackend
 
-        return EagerBackend(extractor, device, amp_dtype)
+        return EagerBackend(extractor, device, amp_dtype, allow_tf32)

@@ -5,18 +5,25 @@ layer covariance, min/max) and reads the states back once at the end, in the for
 Python accumulators take, so they merge with host-side accumulations (other shards, resumed runs).
 The same code runs on the CPU device, where the tests compare it with the core.
 
-The rules (shared/DESIGN.md "Normative semantics"), identical in csrc/torch/vdna_shim.cpp:
+The rules (docs/design.md "Normative semantics"), identical in csrc/torch/vdna_shim.cpp:
 
 - histogram: lo=1.2*min, hi=1.2*max, centre=(lo+hi)/2, half=(hi-lo)/2+1e-8 (host, float64);
-  z=(x-centre)/half in float64 (a real division, never a reciprocal), clamped to [-1, 1];
-  bin=min(B-1, floor((z+1)*B/2)); NaN goes to an extra column (counted, never binned); +-Inf
-  clamp to the end bins. One flat index ``neuron*(B+1)+bin`` and one ``index_add_`` per layer
-  (``bincount`` would synchronise with the host to size its output);
+  t=((x-centre)/half+1)*(B/2) in float64 (a real division, never a reciprocal; the core's
+  ((...)*B)*0.5 rounds identically), clamped to [0, B-1] and truncated, which is the core's
+  bin=min(B-1, floor(clamp(t, 0, B))); NaN goes to an extra column (counted, never binned); +-Inf
+  clamp to the end bins. One flat index ``neuron*(B+1)+bin`` (int32 where it fits) and one
+  ``index_add_`` per layer (``bincount`` would synchronise with the host to size its output).
+  Passes over the layer: 6 float64 element-wise, 2 integer, 1 scatter; no float64 copy of it;
 - moments: per-image means over the samples in float64, then the batch's mean / M2 merged into
   the running (count, mean, M2) with Chan et al.'s formula;
 - covariance: the same per-image means, shifted by the first batch's mean; running sum and X^T X
   (matmul) in float64; mean = shift + sum/n, M2 = X^T X - sum sum^T / n at read-out;
-- ranges: per-neuron min/max over all values with NaN ignored (and counted), Inf kept.
+- ranges: per-neuron min/max over all values with NaN ignored (and counted), Inf kept;
+- NaN report: the number of NaN values per neuron, for every statistic (the core counts them for
+  moments, covariance and ranges alike), merged with the state.
+
+Activation ranges are checked as the core checks them (finite, min <= max, and 1.2 x the range
+representable in float64); a range the core rejects would index outside the counts on the device.
 
 Image counts are host integers (batch sizes are known on the host), so nothing here waits for the
 device until ``states()``.
@@ -62,10 +69,15 @@ class LayerSpec:
             for name, a in (("hist_mins", mins), ("hist_maxs", maxs)):
                 if a.shape != (self.n_neurons,):
                     raise ValueError(f"layer {self.layer!r}: {name} must have shape ({self.n_neurons},), got {a.shape}")
-            bad = ~(np.isfinite(mins) & np.isfinite(maxs) & (mins <= maxs))
+            with np.errstate(over="ignore", invalid="ignore"):
+                lo, hi = 1.2 * mins, 1.2 * maxs  # the core's normalisation (csrc/core/hist.c) must stay finite
+                bad = ~(np.isfinite(mins) & np.isfinite(maxs) & (mins <= maxs) & np.isfinite(lo) & np.isfinite(hi)
+                        & np.isfinite(hi - lo) & np.isfinite(lo + hi))
             if bad.any():
-                raise ValueError(f"layer {self.layer!r}: invalid activation range at neuron {int(np.argmax(bad))} "
-                                 "(ranges must be finite with min <= max)")
+                j = int(np.argmax(bad))
+                raise ValueError(f"layer {self.layer!r}: invalid activation range [{mins[j]:g}, {maxs[j]:g}] at neuron "
+                                 f"{j} (ranges must be finite with min <= max, and 1.2 x the range representable "
+                                 "in float64, as the core requires)")
             if int(self.bins) < 1:
                 raise ValueError(f"layer {self.layer!r}: bins must be >= 1, got {self.bins}")
             object.__setattr__(self, "hist_mins", mins)
@@ -89,6 +101,11 @@ class LayerState:
     cov: Optional[Tuple[int, np.ndarray, np.ndarray]] = None  # (count, mean (C,), m2 (C, C))
     ranges: Optional[Tuple[int, np.ndarray, np.ndarray]] = None  # (num_images, mins, maxs)
     range_nan_counts: Optional[np.ndarray] = None  # (C,) int64
+<<<<<<< HEAD
+=======
+    nan_counts: Optional[np.ndarray] = None  # (C,) int64 NaN values per neuron (moments, covariance)
+    extra: Dict[str, object] = field(default_factory=dict)
+>>>>>>> gpu-path
 
     def merge_into(self, hist=None, moments=None, cov=None, ranges=None) -> None:
         """Merge this state into the core's accumulators (``vdna._core`` HistAccumulator, ...).
@@ -105,13 +122,18 @@ class LayerState:
             _require(state, what, self.layer)
             if state[0] > 0:
                 tmp = type(acc)(acc.n_neurons, layout=acc.layout)
-                tmp.set_state(*state)
+                tmp.set_state(*state, nan_counts=self.nan_counts)
                 acc.merge(tmp)
         if ranges is not None:
             _require(self.ranges, "ranges", self.layer)
-            if self.ranges[0] > 0:
+            num, mins, maxs = self.ranges
+            if num > 0:
+                # A neuron that saw only NaN holds min = +inf > max = -inf on the device; the core's
+                # state form for "no value" is NaN for both.
+                none = mins > maxs
+                mins, maxs = np.where(none, np.nan, mins), np.where(none, np.nan, maxs)
                 tmp = type(ranges)(ranges.n_neurons, layout=ranges.layout)
-                tmp.set_state(*self.ranges)
+                tmp.set_state(num, mins, maxs, nan_counts=self.range_nan_counts)
                 ranges.merge(tmp)
 
 
@@ -144,12 +166,14 @@ class _TorchLayer:
             centre, half = normalisation_constants(spec.hist_mins, spec.hist_maxs)
             self.centre = torch.as_tensor(centre).to(**f64)
             self.half = torch.as_tensor(half).to(**f64)
-            self.offsets = torch.arange(c, dtype=torch.int64, device=device) * (spec.bins + 1)
+            # int32 flat indices where every index fits (half the bytes of int64)
+            idx_dtype = torch.int32 if c * (spec.bins + 1) < 2**31 else torch.int64
+            self.offsets = torch.arange(c, dtype=torch.int64, device=device).mul_(spec.bins + 1).to(idx_dtype)
             self.counts = torch.zeros(c * (spec.bins + 1), dtype=torch.int64, device=device)
         if spec.ranges:
             self.r_min = torch.full((c,), float("inf"), **f64)
             self.r_max = torch.full((c,), float("-inf"), **f64)
-            self.r_nan = torch.zeros(c, dtype=torch.int64, device=device)
+        self.nan_count = torch.zeros(c, dtype=torch.int64, device=device)  # NaN values per neuron
 
     def accumulate(self, t, ws: "_Workspace") -> None:
         import torch
@@ -157,28 +181,40 @@ class _TorchLayer:
         spec = self.spec
         check_spec_shape(spec, tuple(t.shape))
         c = spec.n_neurons
-        # float64 copy in a reused buffer (fresh full-size temporaries per layer and batch cost more
-        # in page faults than the arithmetic); every step below is in place on workspace buffers.
-        x = ws.take("x", torch.float64, t.shape).copy_(t)
+        if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            t = t.to(torch.float32)
+        # The activations are read in their own dtype: every float64 value below is computed from
+        # them with exact conversions, without a float64 copy of the whole layer (except for the
+        # per-image means, see below). Workspace buffers are reused across layers and batches.
         if spec.layout == "channels":
-            x = x.view(t.shape[0], c, -1)
+            x = t.reshape(t.shape[0], c, -1)  # a view for contiguous activations
             bshape, sample_dim = (1, c, 1), 2
         else:
+            x = t
             bshape, sample_dim = (1, 1, c), 1
         n = x.shape[0]
-        nan = torch.ne(x, x, out=ws.take("nan", torch.bool, x.shape)) if (spec.hist or spec.ranges) else None
+        dims = (0, sample_dim)
+        if spec.moments or spec.cov or spec.ranges:
+            nan = torch.ne(x, x, out=ws.take("nan", torch.bool, x.shape))
+            self.nan_count.add_(nan.sum(dims))  # the core's per-neuron NaN report
         if spec.hist:
-            B = float(spec.bins)
+            # The core's rule t = (((x - centre) / half + 1) * B) * 0.5 in float64, in 6 passes:
+            # fl(fl(s*B)*0.5) == fl(s*(B/2)) (B/2 and 1/2 are exact scalings); clamping t to
+            # [0, B-1] then truncating equals the core's clamp to [0, B], floor, cap at B-1; NaN
+            # survives the clamp and goes to column B.
+            B = spec.bins
             z = torch.sub(x, self.centre.view(bshape), out=ws.take("z", torch.float64, x.shape))
-            z.div_(self.half.view(bshape)).clamp_(-1.0, 1.0)  # NaN stays NaN; +-Inf -> +-1
-            z.add_(1.0).mul_(B).mul_(0.5).floor_().clamp_max_(B - 1.0)
-            z.masked_fill_(nan, B)  # the NaN column
-            idx = ws.take("idx", torch.int64, x.shape).copy_(z)  # exact: z holds small integers
+            z.div_(self.half.view(bshape))  # a true division, never a reciprocal
+            z.add_(1.0).mul_(B * 0.5).clamp_(0.0, B - 1.0)
+            z.nan_to_num_(nan=float(B))
+            idx = ws.take("idx", self.offsets.dtype, x.shape).copy_(z)  # truncation: z >= 0 holds integers
             idx.add_(self.offsets.view(bshape))
             idx = idx.view(-1)
             self.counts.index_add_(0, idx, ws.ones(idx.shape[0]))
         if spec.moments or spec.cov:
-            img = x.mean(sample_dim)
+            # Per-image means in float64 (torch reductions with a dtype convert the whole input
+            # anyway, so the conversion goes into a reused buffer instead of a fresh tensor).
+            img = ws.take("x", torch.float64, x.shape).copy_(x).mean(sample_dim)
             if spec.moments:
                 bm = img.mean(0)
                 bm2 = (img - bm).square().sum(0)
@@ -199,11 +235,13 @@ class _TorchLayer:
                 self.c_sum.add_(d.sum(0))
                 self.c_sq.addmm_(d.t(), d)
         if spec.ranges:
-            dims = (0, sample_dim)
-            masked = ws.take("z", torch.float64, x.shape)
-            self.r_min = torch.minimum(self.r_min, masked.copy_(x).masked_fill_(nan, float("inf")).amin(dims))
-            self.r_max = torch.maximum(self.r_max, masked.copy_(x).masked_fill_(nan, float("-inf")).amax(dims))
-            self.r_nan.add_(nan.sum(dims))
+            # min/max are exact in the activations' dtype; NaN is skipped by mapping it to +-inf.
+            inf = float("inf")
+            m = ws.take("m", x.dtype, x.shape)
+            lo = torch.nan_to_num(x, nan=inf, posinf=inf, neginf=-inf, out=m).amin(dims).to(torch.float64)
+            self.r_min = torch.minimum(self.r_min, lo)
+            hi = torch.nan_to_num(x, nan=-inf, posinf=inf, neginf=-inf, out=m).amax(dims).to(torch.float64)
+            self.r_max = torch.maximum(self.r_max, hi)
         self.num_images += n
 
     def state(self) -> LayerState:
@@ -217,6 +255,8 @@ class _TorchLayer:
             st.hist_counts = np.ascontiguousarray(all_counts[:, : spec.bins])
             st.hist_nan_counts = np.ascontiguousarray(all_counts[:, spec.bins])
         zeros = np.zeros(c)
+        if spec.moments or spec.cov:
+            st.nan_counts = host(self.nan_count)
         if spec.moments:
             st.moments = (n, host(self.m_mean), host(self.m_m2)) if n else (0, zeros, zeros.copy())
         if spec.cov:
@@ -228,7 +268,7 @@ class _TorchLayer:
                 st.cov = (0, zeros, np.zeros((c, c)))
         if spec.ranges:
             st.ranges = (n, host(self.r_min), host(self.r_max))
-            st.range_nan_counts = host(self.r_nan)
+            st.range_nan_counts = host(self.nan_count)
         return st
 
 
@@ -251,7 +291,7 @@ class _Workspace:
         for d in shape:
             numel *= int(d)
         buf = self._bufs.get(key)
-        if buf is None or buf.numel() < numel:
+        if buf is None or buf.numel() < numel or buf.dtype != dtype:
             buf = self._bufs[key] = torch.empty(numel, dtype=dtype, device=self.device)
         return buf[:numel].view(tuple(shape))
 

@@ -3,25 +3,38 @@
 The fallback when the LibTorch shim cannot be built, and the reference the shim is tested against.
 """
 import contextlib
+import copy
 from typing import Dict, Iterable
 
-from .base import Backend, DeviceAccumulators, check_batch, normalise_amp_dtype
+from .base import Backend, DeviceAccumulators, check_batch, normalise_amp_dtype, pin_device, tf32_policy
 from .device_accum import LayerSpec, TorchDeviceAccumulators
 
 __all__ = ["EagerBackend"]
 
 
+def _on_device(module, device) -> bool:
+    tensors = list(module.parameters()) + list(module.buffers())
+    return all(t.device == device for t in tensors)
+
+
 class EagerBackend(Backend):
-    """Runs ``extractor`` (a torch.nn.Module returning layer -> tensor) on ``device``."""
+    """Runs ``extractor`` (a torch.nn.Module returning layer -> tensor) on ``device``.
+
+    The caller's module is used as it is when all its parameters and buffers already live on
+    ``device``; otherwise the backend runs its own copy moved there, so backends on different
+    devices sharing one extractor never move it away from each other. Plain "cuda" is pinned to
+    the current device's index. The forward runs under ``autocast(amp_dtype)`` when amp_dtype is
+    set and under the TF32 policy ``allow_tf32`` (IEEE float32 by default; see base.tf32_policy).
+    """
 
     name = "eager"
 
-    def __init__(self, extractor, device="cpu", amp_dtype=None):
-        import torch
-
-        self.device = torch.device(device)
+    def __init__(self, extractor, device="cpu", amp_dtype=None, allow_tf32=False):
+        self.device = pin_device(device)
         self.amp_dtype = normalise_amp_dtype(amp_dtype)
-        self.extractor = extractor.to(self.device).eval()
+        self.allow_tf32 = bool(allow_tf32)
+        module = extractor if _on_device(extractor, self.device) else copy.deepcopy(extractor).to(self.device)
+        self.extractor = module.eval()
 
     def run_on_device(self, batch) -> Dict[str, object]:
         """Layer -> activations as tensors on the device (no host synchronisation on a GPU)."""
@@ -31,7 +44,7 @@ class EagerBackend(Backend):
         x = x.to(self.device, non_blocking=x.device.type == "cpu" and x.is_pinned()).to(torch.float32)
         amp = (torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
                if self.amp_dtype is not None else contextlib.nullcontext())
-        with torch.inference_mode(), amp:
+        with torch.inference_mode(), tf32_policy(self.allow_tf32), amp:
             out = self.extractor(x)
         if not isinstance(out, dict):
             raise TypeError(f"the extractor must return a dict layer -> tensor, got {type(out).__name__}")

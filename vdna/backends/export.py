@@ -1,11 +1,16 @@
 """Export extractors to TorchScript for the LibTorch shim, with a cache.
 
 Each extractor is traced from its Python definition (``torch.jit.trace(strict=False)``, dict
-outputs), checked against the eager module at a second batch size, and saved under
-``<cache>/torchscript/<name>-<weights sha256[:16]>-torch<version>-<device type>-<H>x<W>.pt``.
+outputs) as a copy moved to the target device (the caller's module is not touched), checked against
+that copy at a second batch size, and saved under
+``<cache>/torchscript/<name>-<weights sha256[:16]>-torch<version>-<device>-<tf32|ieee>-cudnn<flags>-<H>x<W>.pt``.
+Tracing freezes the device and the cuDNN flags (enabled, deterministic, allow_tf32) into the graph's
+``aten::_convolution`` nodes, so all of them are in the key; the TorchScript fuser is a run-time
+setting (off in the shim), not part of the file.
 The shim only sees a file path and a format name, so AOTInductor packages can replace TorchScript
 (deprecated upstream) without changing the shim's ABI; see docs/shim.md.
 """
+import copy
 import hashlib
 import os
 import re
@@ -16,6 +21,7 @@ from typing import Optional, Tuple
 from ..download import cache_dir as _default_cache_dir
 from ..atomic import atomic_path
 from ._cache import file_lock
+from .base import pin_device, tf32_policy
 
 __all__ = ["ExportError", "export_torchscript", "torchscript_path"]
 
@@ -46,15 +52,28 @@ def _weights_digest(extractor) -> str:
     return h.hexdigest()
 
 
-def torchscript_path(extractor, device_type: str = "cpu", cache_dir: Optional[os.PathLike] = None) -> Path:
-    """The cache path of ``extractor``'s TorchScript file for ``device_type`` ("cpu", "cuda")."""
+def _cudnn_flags() -> str:
+    """The cuDNN flags a trace freezes besides allow_tf32: enabled and deterministic (benchmark is
+    always traced off, see export_torchscript)."""
     import torch
 
+    return f"cudnn{int(torch._C._get_cudnn_enabled())}{int(torch._C._get_cudnn_deterministic())}"
+
+
+def torchscript_path(extractor, device="cpu", cache_dir: Optional[os.PathLike] = None,
+                     allow_tf32: bool = False) -> Path:
+    """The cache path of ``extractor``'s TorchScript file for ``device`` ("cpu", "cuda:1"; plain
+    "cuda" is pinned to the current device) traced with ``allow_tf32`` and the current cuDNN flags."""
+    import torch
+
+    dev = pin_device(device)
     h, w = _input_hw(extractor)
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(extractor.info.name))
     version = re.sub(r"[^A-Za-z0-9_.-]", "_", torch.__version__)
+    where = dev.type if dev.index is None else f"{dev.type}{dev.index}"
+    flags = f"{'tf32' if allow_tf32 else 'ieee'}-{_cudnn_flags()}"
     root = Path(cache_dir) if cache_dir is not None else _default_cache_dir() / "torchscript"
-    return root / f"{name}-{_weights_digest(extractor)[:16]}-torch{version}-{device_type}-{h}x{w}.pt"
+    return root / f"{name}-{_weights_digest(extractor)[:16]}-torch{version}-{where}-{flags}-{h}x{w}.pt"
 
 
 def _example(n, h, w, seed, device):
@@ -64,37 +83,51 @@ def _example(n, h, w, seed, device):
     return (torch.rand((n, 3, h, w), generator=g) * 255.0).to(device)
 
 
-def export_torchscript(extractor, device="cpu", cache_dir: Optional[os.PathLike] = None, force: bool = False) -> Path:
+def _module_on(extractor, device):
+    """A copy of ``extractor`` on ``device`` in eval mode (the caller's module is left as it is)."""
+    try:
+        module = copy.deepcopy(extractor)
+    except Exception as exc:  # a module holding something deepcopy cannot copy (a lock, a file)
+        raise ExportError(f"extractor {extractor.info.name!r} cannot be copied for tracing: {exc}") from exc
+    return module.to(device).eval()
+
+
+def export_torchscript(extractor, device="cpu", cache_dir: Optional[os.PathLike] = None, force: bool = False,
+                       allow_tf32: bool = False) -> Path:
     """Trace ``extractor`` on ``device`` to TorchScript (cached) and return the file's path.
 
-    The traced module is checked against the eager one at a batch size other than the traced one;
-    a mismatch (a shape-dependent branch the tracer froze) raises ExportError.
+    A copy of the module is moved to ``device`` and traced there with an example input on that
+    device, under the TF32 policy ``allow_tf32`` and with cuDNN benchmarking off (both are frozen
+    into the graph). The traced module is checked against the copy at a batch size other than the
+    traced one; a mismatch (a shape-dependent branch the tracer froze) raises ExportError.
     """
     import torch
 
-    device = torch.device(device)
-    target = torchscript_path(extractor, device.type, cache_dir)
+    device = pin_device(device)
+    target = torchscript_path(extractor, device, cache_dir, allow_tf32)
     if target.is_file() and not force:
         return target
     with file_lock(target.with_name(target.name + ".lock")):
         if target.is_file() and not force:
             return target
         h, w = _input_hw(extractor)
-        was_training = extractor.training
-        extractor.eval()
+        module = _module_on(extractor, device)
+        benchmark = torch._C._get_cudnn_benchmark()
+        torch._C._set_cudnn_benchmark(False)
         try:
-            with torch.no_grad(), warnings.catch_warnings():
+            with torch.no_grad(), tf32_policy(allow_tf32), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript itself; see docs/shim.md
                 try:
-                    traced = torch.jit.trace(extractor, _example(TRACE_BATCH, h, w, 0, device), strict=False,
+                    traced = torch.jit.trace(module, _example(TRACE_BATCH, h, w, 0, device), strict=False,
                                              check_trace=False)
                 except Exception as exc:  # the tracer raises many types
                     raise ExportError(f"tracing extractor {extractor.info.name!r} failed: {exc}") from exc
                 check = _example(CHECK_BATCH, h, w, 1, device)
-                _check_same(extractor.info.name, extractor(check), traced(check))
+                _check_same(extractor.info.name, module(check), traced(check))
         finally:
-            extractor.train(was_training)
+            torch._C._set_cudnn_benchmark(benchmark)
+        del module
         with warnings.catch_warnings(), atomic_path(target) as tmp:
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.jit.save(traced, tmp)

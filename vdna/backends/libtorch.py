@@ -12,13 +12,13 @@ from typing import Dict, Iterable, Optional
 
 import numpy as np
 
-from .base import Backend, DeviceAccumulators, check_batch, normalise_amp_dtype
+from .base import Backend, DeviceAccumulators, check_batch, normalise_amp_dtype, pin_device
 from .build import build_shim
 from .device_accum import LayerSpec, LayerState
 from .export import export_torchscript
 
-__all__ = ["LibTorchBackend", "ShimError", "ShimArgumentError", "ShimLoadError", "ShimLibrary", "ShimModel",
-           "load_shim"]
+__all__ = ["LibTorchBackend", "ShimError", "ShimArgumentError", "ShimLoadError", "ShimOutOfMemoryError",
+           "ShimLibrary", "ShimModel", "load_shim"]
 
 ABI_VERSION = 1
 MAX_RANK = 8
@@ -27,8 +27,9 @@ _MEM_HOST, _MEM_DEVICE = 0, 1
 _STAT_HIST, _STAT_MOMENTS, _STAT_COV, _STAT_RANGES = 1, 2, 4, 8
 _LAYOUTS = {"channels": 0, "tokens": 1}
 _VIEW_DTYPES = {_F16: np.float16, _F32: np.float32, _F64: np.float64}
+_PRECISION_ALLOW_TF32 = 0x100  # VDNA_SHIM_PRECISION_ALLOW_TF32, OR-ed into the precision
 _STATUS_NAMES = {1: "invalid argument", 2: "model load failed", 3: "forward failed", 4: "device unavailable",
-                 5: "wrong call order", 6: "out of memory", 7: "internal error"}
+                 5: "wrong call order", 6: "out of memory", 7: "internal error", 8: "device out of memory"}
 
 
 class ShimError(RuntimeError):
@@ -45,6 +46,15 @@ class ShimArgumentError(ShimError, ValueError):
 
 class ShimLoadError(ShimError, OSError):
     """The shim could not read the model file, or it is not a valid model."""
+
+
+class ShimOutOfMemoryError(ShimError, MemoryError):
+    """The shim ran out of memory: on the device (``code`` 8, a CUDA out-of-memory error) or on the
+    host (``code`` 6). The message says how much was asked for; a smaller batch usually fits."""
+
+
+_OOM_ADVICE = ("; the batch does not fit in the device's memory: use a smaller batch_size (or amp_dtype="
+               "'bf16'/'fp16'), or free memory held by other tensors and processes")
 
 
 class _View(ctypes.Structure):
@@ -85,6 +95,7 @@ class _Api(ctypes.Structure):
         ("accum_read_moments", ctypes.CFUNCTYPE(_I, _p, ctypes.c_int64, _i64p, _f64p, _f64p)),
         ("accum_read_cov", ctypes.CFUNCTYPE(_I, _p, ctypes.c_int64, _i64p, _f64p, _f64p)),
         ("accum_read_ranges", ctypes.CFUNCTYPE(_I, _p, ctypes.c_int64, _i64p, _f64p, _f64p, _i64p)),
+        ("accum_read_nan_counts", ctypes.CFUNCTYPE(_I, _p, ctypes.c_int64, _i64p)),
     ]
 
 
@@ -115,8 +126,15 @@ class ShimLibrary:
         if status == 0:
             return
         message = self.api.last_error().decode(errors="replace") or _STATUS_NAMES.get(status, "error")
-        cls = {1: ShimArgumentError, 2: ShimLoadError}.get(status, ShimError)
-        raise cls(status, f"{message} [{what}: {_STATUS_NAMES.get(status, status)}]")
+        raise shim_exception(status, message, what)
+
+
+def shim_exception(status: int, message: str, what: str) -> ShimError:
+    """The exception for a shim status code (out-of-memory codes get advice appended)."""
+    cls = {1: ShimArgumentError, 2: ShimLoadError, 6: ShimOutOfMemoryError, 8: ShimOutOfMemoryError}.get(status,
+                                                                                                       ShimError)
+    advice = _OOM_ADVICE if status == 8 else ""
+    return cls(status, f"{message} [{what}: {_STATUS_NAMES.get(status, status)}]{advice}")
 
 
 _libraries: Dict[str, ShimLibrary] = {}
@@ -155,6 +173,10 @@ class ShimModel:
                  fmt: str = "torchscript"):
         self.lib = lib
         self.path = str(path)
+        # The shim's model is used by one thread at a time (vdna_shim.h); ctypes releases the GIL, so
+        # callers hold this lock across every sequence of calls that must not interleave (run, then
+        # read outputs or accumulate).
+        self.lock = threading.RLock()
         self._handle = ctypes.c_void_p()
         lib.check(lib.api.model_open(os.fsencode(self.path), fmt.encode(), str(device).encode(), int(precision),
                                      ctypes.byref(self._handle)), f"opening {self.path}")
@@ -234,8 +256,9 @@ class ShimDeviceAccumulators(DeviceAccumulators):
     def update(self, batch) -> None:
         if not self._handle:
             raise ShimError(5, "the accumulators are closed")
-        self._model.run(batch, self._device)
-        self._model.lib.check(self._model.lib.api.accum_update(self._handle), "accumulating a batch")
+        with self._model.lock:  # another thread's run between these two calls would be accumulated here
+            self._model.run(batch, self._device)
+            self._model.lib.check(self._model.lib.api.accum_update(self._handle), "accumulating a batch")
 
     def states(self) -> Dict[str, LayerState]:
         if not self._handle:
@@ -252,6 +275,10 @@ class ShimDeviceAccumulators(DeviceAccumulators):
                 check(api.accum_read_hist(self._handle, i, counts.ctypes.data_as(_i64p), nans.ctypes.data_as(_i64p),
                                           ctypes.byref(num)), "reading histograms")
                 st.hist_counts, st.hist_nan_counts = counts, nans
+            if s.moments or s.cov:
+                nans = np.empty(c, np.int64)
+                check(api.accum_read_nan_counts(self._handle, i, nans.ctypes.data_as(_i64p)), "reading NaN counts")
+                st.nan_counts = nans
             if s.moments:
                 st.moments = self._read_gaussian(api.accum_read_moments, i, (c,), num, "moments")
             if s.cov:
@@ -293,26 +320,30 @@ class LibTorchBackend(Backend):
     name = "libtorch"
 
     def __init__(self, extractor=None, device="cpu", amp_dtype=None, model_path=None, cache_dir=None,
-                 torchscript_dir=None, shim_path=None):
+                 torchscript_dir=None, shim_path=None, allow_tf32=False):
         import torch
 
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
-        amp = normalise_amp_dtype(amp_dtype)
-        precision = {None: 0, torch.float16: 1, torch.bfloat16: 2}[amp]
+        self.device = pin_device(device)
+        self.amp_dtype = normalise_amp_dtype(amp_dtype)
+        self.allow_tf32 = bool(allow_tf32)
+        precision = {None: 0, torch.float16: 1, torch.bfloat16: 2}[self.amp_dtype]
+        if self.allow_tf32:
+            precision |= _PRECISION_ALLOW_TF32
         self.lib = load_shim(cache_dir, shim_path)
         if model_path is None:
             if extractor is None:
                 raise ValueError("give an extractor or a model_path")
-            model_path = export_torchscript(extractor, self.device, torchscript_dir)
+            model_path = export_torchscript(extractor, self.device, torchscript_dir, allow_tf32=self.allow_tf32)
         self.model_path = Path(model_path)
         self.model = ShimModel(self.lib, self.model_path, str(self.device), precision)
 
     def forward(self, batch) -> Dict[str, np.ndarray]:
-        """Layer -> read-only NumPy views of the shim's output tensors (valid until the next call)."""
-        self.model.run(batch, self.device)
-        return self.model.outputs()
+        """Layer -> read-only NumPy views of the shim's output tensors (valid until the next call
+        of this backend from any thread: threads sharing a backend must serialise forward and the
+        use of its results themselves)."""
+        with self.model.lock:
+            self.model.run(batch, self.device)
+            return self.model.outputs()
 
     def device_accumulators(self, specs: Iterable[LayerSpec]) -> ShimDeviceAccumulators:
         return ShimDeviceAccumulators(self.model, self.device, specs)

@@ -2,6 +2,12 @@
 
 The canonical form handed to cropping and resizing is either a PIL image of mode ``"RGB"`` or an
 ``(H, W, 3)`` NumPy array that is ``uint8`` or ``float32`` with values in [0, 255].
+
+Float images follow ONE rule, applied per image (never per batch, so the same image gives the
+same pixels in any batch): finite and non-negative; maximum <= 1 means the [0, 1] scale
+(multiplied by 255, in float64, then rounded to float32), maximum in (1, 255] is used as is,
+anything else is rejected. :func:`array_to_rgb` applies it to one image array (file decoding),
+:func:`scale_float_batch` to a batch tensor (``VDNAStream.update``).
 """
 import numpy as np
 from PIL import Image
@@ -16,17 +22,52 @@ def _array_error(index, arr, problem):
     return ValueError(f"{where} (shape {tuple(arr.shape)}, dtype {arr.dtype}): {problem}")
 
 
+_UNIT_SCALE_MAX = 1.0  # a float image whose maximum is <= this is on the [0, 1] scale
+_PIXEL_MAX = 255.0
+
+
 def _float_scale(lo, hi, index, arr):
     """Scale factor for a float image with finite minimum ``lo`` and maximum ``hi``."""
     if lo < 0:
         raise _array_error(
             index, arr, f"negative values (min {lo:g}); expected [0, 1] or [0, 255] (un-normalise the image first)"
         )
-    if hi <= 1.0:
-        return 255.0
-    if hi <= 255.0:
+    if hi <= _UNIT_SCALE_MAX:
+        return _PIXEL_MAX
+    if hi <= _PIXEL_MAX:
         return 1.0
     raise _array_error(index, arr, f"values up to {hi:g}; expected floats in [0, 1] or [0, 255]")
+
+
+def scale_float_batch(t, deferred=False):
+    """A float torch tensor (N, 3, H, W) as float32 on 0..255, each image by the float rule above.
+
+    Returns ``(pixels, ok)``. With ``deferred=False`` the images are validated now (a ValueError
+    names the first bad image's index) and ``ok`` is None. With ``deferred=True`` (tensors on an
+    accelerator) nothing waits for the device: ``ok`` is a 0-dim bool tensor on the device, true
+    when every image is valid, for the caller to check once later; invalid images are then scaled
+    by 1 and must be discarded.
+    """
+    import torch
+
+    n = t.shape[0]
+    if n == 0 or t.numel() == 0:
+        return t.to(torch.float32), (torch.ones((), dtype=torch.bool, device=t.device) if deferred else None)
+    flat = t.reshape(n, -1)
+    lo, hi = flat.amin(1), flat.amax(1)
+    finite = torch.isfinite(flat).all(1)
+    if deferred:
+        ok = (finite & (lo >= 0) & (hi <= _PIXEL_MAX)).all()
+        scale = torch.where(hi <= _UNIT_SCALE_MAX, _PIXEL_MAX, 1.0).to(torch.float64)
+    else:
+        scales = []
+        for i in range(n):
+            if not bool(finite[i]):
+                raise _array_error(i, t[i], "contains NaN or infinite values")
+            scales.append(_float_scale(float(lo[i]), float(hi[i]), i, t[i]))
+        ok, scale = None, torch.tensor(scales, dtype=torch.float64, device=t.device)
+    # float64 so that k / 255 comes back as k before rounding to float32 (as array_to_rgb does)
+    return (t.to(torch.float64) * scale.view(n, 1, 1, 1)).to(torch.float32), ok
 
 
 def array_to_rgb(arr, index=None):
