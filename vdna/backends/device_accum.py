@@ -101,11 +101,7 @@ class LayerState:
     cov: Optional[Tuple[int, np.ndarray, np.ndarray]] = None  # (count, mean (C,), m2 (C, C))
     ranges: Optional[Tuple[int, np.ndarray, np.ndarray]] = None  # (num_images, mins, maxs)
     range_nan_counts: Optional[np.ndarray] = None  # (C,) int64
-<<<<<<< HEAD
-=======
     nan_counts: Optional[np.ndarray] = None  # (C,) int64 NaN values per neuron (moments, covariance)
-    extra: Dict[str, object] = field(default_factory=dict)
->>>>>>> gpu-path
 
     def merge_into(self, hist=None, moments=None, cov=None, ranges=None) -> None:
         """Merge this state into the core's accumulators (``vdna._core`` HistAccumulator, ...).
