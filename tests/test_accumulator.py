@@ -1,6 +1,6 @@
 """Accumulator: activations -> DNA, against independent NumPy computations; merging; input types; errors.
 
-The binning reference below re-implements DESIGN.md's rule with NumPy float64 operations (the same
+The binning reference below re-implements docs/design.md's rule with NumPy float64 operations (the same
 IEEE operations in the same order as the core, without FMA), so histogram counts must match exactly.
 Moments: NumPy's two-pass mean/var/cov in float64 on O(1) data; 1e-12 relative is well above the
 rounding of either method at these sizes.

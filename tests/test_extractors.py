@@ -26,7 +26,8 @@ RESNET_LAYERS = ["layer1_0", "layer1_1", "layer1_2", "layer2_0", "layer2_1", "la
 VGG_LAYERS = ["relu_1_1", "relu_1_2", "relu_2_1", "relu_2_2", "relu_3_1", "relu_3_2", "relu_3_3",
               "relu_4_1", "relu_4_2", "relu_4_3", "relu_5_1", "relu_5_2", "relu_5_3"]
 
-# name -> (total neurons, depth of a ViT or None, input size) as stated in COMPAT.md
+# name -> (total neurons, depth of a ViT or None, input size) as the reference package vdna 0.1.1
+# defines them (README, compatibility section)
 EXPECTED = {
     "rand_resnet50": (15104, None, 224), "dino_resnet50": (15104, None, 224),
     "mugs_vit_small": (4992, 12, 224), "mugs_vit_base": (9984, 12, 224), "mugs_vit_large": (25600, 24, 224),

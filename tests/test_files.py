@@ -16,7 +16,8 @@ from dna_factory import assert_same_data, make_dna
 
 KINDS = ["histogram-7", "gaussian", "layer-gaussian", "activation-ranges"]
 
-# The reference package's JSON keys and settings fields, in its order (COMPAT.md), written out here
+# The reference package's (vdna 0.1.1) JSON keys and settings fields, in its order (docs/design.md,
+# "Files"), written out here
 # independently of vdna.settings so that a change there cannot silently pass.
 REF_KEYS = [
     "time_of_compute", "vdna_version", "distribution", "type", "name", "data_settings",

@@ -48,7 +48,7 @@ def make(proc, source, **kw):
 
 
 def test_histogram_counts_match_direct_accumulation(proc, images, tiny_ranges):
-    """Independent path: resize + forward by hand, then NumPy histograms with DESIGN.md's formula."""
+    """Independent path: resize + forward by hand, then NumPy histograms with docs/design.md's formula."""
     import torch
 
     from vdna.extractors import get_extractor

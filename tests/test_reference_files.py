@@ -29,7 +29,7 @@ STAT_KEYS = {
     "activation-ranges": {"min": "min-{layer}", "max": "max-{layer}"},
 }
 
-# The reference's JSON keys, in its order (COMPAT.md).
+# The reference's JSON keys, in its order (the reference package vdna 0.1.1; docs/design.md, "Files").
 REFERENCE_JSON_KEYS = [
     "time_of_compute", "vdna_version", "distribution", "type", "name", "data_settings",
     "extraction_settings", "num_images", "feature_extractor_name", "neurons_list",

@@ -1,6 +1,6 @@
 """Activation ranges of an extractor: per-neuron min and max over a calibration image set.
 
-Histogram bins lie between 1.2·min and 1.2·max of each neuron (DESIGN.md), so two histogram DNAs are
+Histogram bins lie between 1.2·min and 1.2·max of each neuron (docs/design.md), so two histogram DNAs are
 only comparable when they were binned with the same ranges. Calibrate once per extractor on a fixed
 image set, keep the file, and pass it to every run (``activation_ranges=...`` or ``vdna make --ranges``).
 """

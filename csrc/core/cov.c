@@ -1,4 +1,5 @@
-/* cov.c: layer mean vector and covariance of per-image mean vectors (DESIGN.md "Layer Gaussian").
+/* cov.c: layer mean vector and covariance of per-image mean vectors
+ * (docs/design.md, "Normative semantics").
  *
  * State: count n, a shift vector s (the first image's mean vector; non-finite components -> 0),
  * S = sum (y - s) and P = sum (y - s)(y - s)^T over the per-image vectors y. Because s is one of

@@ -1,5 +1,5 @@
-/* hist.c: the histogram accumulator's API (DESIGN.md "Bins"): creation (with the constants of the
- * estimates), the choice of kernel, update, merge, saved states and read-outs. The loops of an
+/* hist.c: the histogram accumulator's API (docs/design.md, "Normative semantics"): creation
+ * (with the constants of the estimates), the choice of kernel, update, merge, saved states and read-outs. The loops of an
  * update and the portable kernels are in hist_portable.c, the intrinsics kernels in hist_avx2.c
  * and hist_avx512.c; hist_kernels.h is what they share. */
 #include <float.h>

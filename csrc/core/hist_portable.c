@@ -1,4 +1,5 @@
-/* hist_portable.c: the loops of a histogram update, and its portable kernels (DESIGN.md "Bins").
+/* hist_portable.c: the loops of a histogram update, and its portable kernels
+ * (docs/design.md, "Normative semantics").
  *
  * Exactness: each neuron's counts are written by exactly one thread (parallel over neurons), so
  * counts are integers independent of the thread count and of how a batch is split. The bin of a

@@ -1,4 +1,4 @@
-/* moments.c: per-neuron mean and variance of per-image means (DESIGN.md "Gaussian").
+/* moments.c: per-neuron mean and variance of per-image means (docs/design.md, "Normative semantics").
  *
  * State (count, mean, M2) in float64. A batch is cut into blocks of images; each block's
  * per-image means give the block's (n, mean, M2) by two passes, merged into the state with Chan's

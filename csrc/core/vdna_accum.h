@@ -1,6 +1,6 @@
 /* vdna_accum.h: accumulators of a layer's activations. Part of the public API; include vdna_core.h.
  *
- * Four streaming accumulators, one per kind of Visual DNA (DESIGN.md "Normative semantics"):
+ * Four streaming accumulators, one per kind of Visual DNA (docs/design.md, "Normative semantics"):
  *   vdna_hist     per-neuron histograms of normalised activations ("histogram")
  *   vdna_moments  per-neuron mean/variance over per-image means ("gaussian")
  *   vdna_cov      per-layer mean vector/covariance over per-image means ("layer-gaussian")

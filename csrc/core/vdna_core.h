@@ -1,7 +1,7 @@
 /* vdna_core.h: the C core of vdna (plain C11, no Python, no torch).
  *
  * Accumulators for Visual DNAs (histograms, moments, covariance, activation ranges) and the
- * distances between them. Semantics are those of shared/DESIGN.md ("Normative semantics").
+ * distances between them. Semantics are those of docs/design.md ("Normative semantics").
  *
  * Conventions
  * - Every function returns vdna_status (VDNA_OK == 0 on success) or a value; nothing prints,
@@ -51,7 +51,7 @@ const char *vdna_last_error(void);
 /* ---------------------------------------------------------------- arrays */
 typedef enum { VDNA_F16 = 0, VDNA_F32 = 1, VDNA_F64 = 2 } vdna_dtype;
 
-/* Layout of a layer's activations (DESIGN.md "Neurons"):
+/* Layout of a layer's activations (docs/design.md, "Normative semantics"):
  * CHANNELS: (N, C, *spatial), C neurons, prod(spatial) samples per image (rank >= 2);
  * TOKENS:   (N, T, C), C neurons, T samples per image (rank == 3). */
 typedef enum { VDNA_LAYOUT_CHANNELS = 0, VDNA_LAYOUT_TOKENS = 1 } vdna_layout;

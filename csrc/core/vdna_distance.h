@@ -1,6 +1,6 @@
 /* vdna_distance.h: part of the public API; include vdna_core.h, not this file.
  *
- * Distances between Visual DNAs (DESIGN.md "Normative semantics"): the Earth Mover's Distance
+ * Distances between Visual DNAs (docs/design.md, "Normative semantics"): the Earth Mover's Distance
  * between per-neuron histograms, the neuron-wise Frechet distance between per-neuron Gaussians
  * (NFD) and the Frechet distance between two multivariate Gaussians (FD). Plain arrays in,
  * plain arrays out: no objects. All arithmetic is float64. Every function is reentrant; the

@@ -901,7 +901,7 @@ int vdna_py_init_accum(PyObject *m) {
     } types[] = {
         {&HistType, "vdna._core.HistAccumulator", "HistAccumulator",
          "HistAccumulator(mins, maxs, bins, layout='channels')\n\nPer-neuron histograms of activations "
-         "normalised with the calibrated ranges (DESIGN.md 'Bins'). NaN is counted, never binned.",
+         "normalised with the calibrated ranges (docs/design.md, 'Normative semantics'). NaN is counted, never binned.",
          hist_new, hist_methods, hist_getset},
         {&MomentType, "vdna._core.MomentAccumulator", "MomentAccumulator",
          "MomentAccumulator(n_neurons, layout='channels')\n\nPer-neuron mean and variance over images of "

@@ -59,7 +59,7 @@ typedef enum { VDNA_SHIM_PRECISION_F32 = 0, VDNA_SHIM_PRECISION_F16 = 1, VDNA_SH
 /* Where a batch given to run() lives. */
 typedef enum { VDNA_SHIM_MEM_HOST = 0, VDNA_SHIM_MEM_DEVICE = 1 } vdna_shim_memory;
 
-/* Layouts of a layer (DESIGN.md "Neurons"): CHANNELS (N, C, *spatial), TOKENS (N, T, C). */
+/* Layouts of a layer (docs/design.md, "Normative semantics"): CHANNELS (N, C, *spatial), TOKENS (N, T, C). */
 typedef enum { VDNA_SHIM_LAYOUT_CHANNELS = 0, VDNA_SHIM_LAYOUT_TOKENS = 1 } vdna_shim_layout;
 
 /* Statistics a device accumulator keeps for a layer (bit flags). */

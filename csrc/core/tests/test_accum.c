@@ -50,7 +50,7 @@ static double uniform(void) { /* xorshift64*, in [0, 1) */
     return (double)((rng_state * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-53;
 }
 
-/* The normative bin, written straight from DESIGN.md (clamp z first), for comparison. */
+/* The normative bin, written straight from docs/design.md (clamp z first), for comparison. */
 static int64_t ref_bin(double x, double mn, double mx, int64_t B) {
     double lo = 1.2 * mn, hi = 1.2 * mx;
     double centre = (lo + hi) / 2, half = (hi - lo) / 2 + 1e-8;
