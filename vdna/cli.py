@@ -1,6 +1,6 @@
 """The ``vdna`` command (also ``python -m vdna``).
 
-Subcommands: make, compare, rank, inspect, merge, calibrate, demo, build-shim. Each one is a thin layer
+Subcommands: make, compare, rank, inspect, merge, calibrate, demo, build-shim, sensitivity, weights. Each one is a thin layer
 over the library: argument parsing, friendly output and one-line errors. Exit codes: 0 success,
 1 error (one line on stderr saying what went wrong and what to do; ``--debug`` shows the traceback),
 2 usage error (from argparse).
@@ -195,7 +195,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="folder for the built shim (default: $VDNA_HOME/shim)")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
     p.set_defaults(func=cmd_build_shim)
+
+    _add_customise_parsers(sub, common)
     return parser
+
+
+def _add_customise_parsers(sub, common) -> None:
+    """`vdna sensitivity` and `vdna weights learn|inspect|evaluate` (customised comparisons)."""
+    p = sub.add_parser("sensitivity", parents=[common], help="which neurons see an attribute",
+                       description="Per-neuron sensitivity to an attribute: the distance (EMD for histograms, NFD "
+                                   "for Gaussians) between DNAs of images with (--with) and without (--without) "
+                                   "it, averaged over the pairs given. With --baseline C D (two samples of one "
+                                   "population), a signal-to-noise ratio s / (b + 0.01 * mean of the layer's b). "
+                                   "A..D are DNA files or image sources (built with the first DNA's settings).")
+    p.add_argument("--with", dest="with_", action="append", required=True, metavar="A",
+                   help="DNA or images with the attribute (repeat with --without for more pairs)")
+    p.add_argument("--without", action="append", required=True, metavar="B", help="DNA or images without it")
+    p.add_argument("--baseline", nargs=2, action="append", default=[], metavar=("C", "D"),
+                   help="two DNAs (or sources) of one population: the noise level (repeatable)")
+    p.add_argument("-o", "--output", required=True, metavar="CSV", help="write layer,neuron,score rows")
+    p.add_argument("--top", type=_nonneg_int, default=10, metavar="K", help="print the K most sensitive neurons")
+    p.add_argument("--select", type=_positive_int, default=None, metavar="K",
+                   help="with --weights-out: weights 1/K on the K most sensitive neurons (paper Fig. 6, 7)")
+    p.add_argument("--weights-out", default=None, metavar="W", help="write the --select weights to W.json + W.npz")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="save the sensitivity per layer and the top neurons' distributions with and without")
+    p.add_argument("--save-dnas", default=None, metavar="DIR", help="save DNAs built from image sources into DIR")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser("weights", parents=[common], help="learn, inspect or evaluate neuron weights",
+                       description="Neuron weights for customised comparisons (use them with --weights on "
+                                   "compare and rank).")
+    wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
+    p.set_defaults(func=lambda args: _weights_usage(p))
+
+    q = wsub.add_parser("learn", parents=[common], help="weights whose distance ignores one attribute",
+                        description="Learn weights whose distance ignores an attribute (--ignore pairs of DNAs "
+                                    "with:without it) and keeps the others (--keep pairs): the loss "
+                                    "|1 - Δ_a| + mean_b |Δ_b| (paper Eq. 7), solved exactly as a linear program "
+                                    "(needs SciPy) or with Adam. Pairs are DNA files, WITH:WITHOUT.")
+    q.add_argument("--ignore", action="append", required=True, metavar="A:B", help="a pair to ignore (repeatable)")
+    q.add_argument("--keep", action="append", required=True, metavar="C:D", help="a pair to keep (repeatable)")
+    q.add_argument("-o", "--output", required=True, metavar="W", help="write W.json + W.npz")
+    q.add_argument("--solver", choices=("lp", "adam"), default="lp", help="default: lp (exact)")
+    q.add_argument("--granularity", choices=("neuron", "layer"), default="neuron",
+                   help="one weight per neuron (default) or per layer (FD for layer-Gaussians)")
+    q.add_argument("--regularization", type=float, default=None, metavar="L",
+                   help="pull towards uniform weights (default: the library's)")
+    q.add_argument("--max-weight", type=float, default=None, metavar="M",
+                   help="no weight above M times the uniform weight (default: the library's)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the Adam solver's start (default: 0)")
+    q.add_argument("--csv", default=None, metavar="CSV", help="also write the weights as CSV")
+    q.set_defaults(func=cmd_weights_learn)
+
+    q = wsub.add_parser("inspect", parents=[common], help="describe a weights file",
+                        description="Show the extractor, granularity, how many weights are non-zero and where.")
+    q.add_argument("weights", help="weights file (W, W.json or W.npz)")
+    q.add_argument("--csv", default=None, metavar="CSV", help="also write the weights as CSV")
+    q.add_argument("--json", action="store_true", help="print the description as JSON")
+    q.set_defaults(func=cmd_weights_inspect)
+
+    q = wsub.add_parser("evaluate", parents=[common], help="removal and deviation of weights on (held-out) pairs",
+                        description="Δ = 1 - D_W / D_avg (paper Eq. 6) of each pair: removal = mean Δ over "
+                                    "--ignore pairs, deviation = mean |Δ| over --keep pairs.")
+    q.add_argument("weights", help="weights file (W, W.json or W.npz)")
+    q.add_argument("--ignore", action="append", default=[], metavar="A:B", help="a pair that should vanish")
+    q.add_argument("--keep", action="append", default=[], metavar="C:D", help="a pair that should keep its value")
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    q.set_defaults(func=cmd_weights_evaluate)
+
+
+def _weights_usage(parser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
 
 
 # ============================================================================== entry point
@@ -321,13 +394,22 @@ def _out_base(path: str) -> str:
 
 
 def read_neuron_weights(path: str, vdna, layer=None, metric: str = "EMD"):
-    """Weights for the distance, as the flat array the distance functions take.
+    """Weights for the distance: a NeuronWeights (from a file written by `vdna weights learn`,
+    `vdna sensitivity --weights-out` or NeuronWeights.save; checked against the DNA), or the flat array
+    the distance functions take.
 
-    Files: .npy (one weight per selected neuron, network order; for FD one per layer), .npz or .json
+    Other files: .npy (one weight per selected neuron, network order; for FD one per layer), .npz or .json
     ({layer: weights}, or for FD {layer: weight}).
     """
     import numpy as np
 
+    from .neuron_weights import NeuronWeights, is_weights_file
+
+    if is_weights_file(path):
+        try:
+            return NeuronWeights.from_file(path, like=vdna)
+        except ValueError as exc:
+            raise CLIError(f"--weights {path}: {exc}") from exc
     _existing_file(path, "weights file")
     lower = path.lower()
     try:
@@ -724,3 +806,155 @@ def cmd_build_shim(args) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+# ============================================================================== customised comparisons
+def _pair_arg(text: str, option: str):
+    """(dna_with, dna_without) from "A:B" (DNA files)."""
+    parts = text.split(":")
+    if len(parts) != 2 or not all(parts):
+        raise CLIError(f"{option} {text}: expected WITH:WITHOUT, two DNA paths separated by one ':'")
+    return load_dna(parts[0]), load_dna(parts[1])
+
+
+def cmd_sensitivity(args) -> int:
+    from .customise import sensitivity
+    from .neuron_weights import NeuronWeights
+
+    if len(args.with_) != len(args.without):
+        raise CLIError(f"give as many --with as --without (got {len(args.with_)} and {len(args.without)})")
+    if not args.output.lower().endswith(".csv"):
+        raise CLIError(f"-o {args.output}: the scores file must be a .csv")
+    if (args.select is None) != (args.weights_out is None):
+        raise CLIError("--select K and --weights-out W go together")
+    _check_plotting("--plot", args.plot)
+    first = None
+    pairs = []
+    for i, (a, b) in enumerate(zip(args.with_, args.without)):
+        dna_a = _dna_or_source(a, first, args, f"with_{i}")
+        first = first or dna_a
+        pairs.append((dna_a, _dna_or_source(b, first, args, f"without_{i}")))
+    baseline = [(_dna_or_source(c, first, args, f"baseline_{i}_a"), _dna_or_source(d, first, args, f"baseline_{i}_b"))
+                for i, (c, d) in enumerate(args.baseline)]
+    scores = sensitivity(pairs, baseline=baseline or None)
+    what = "signal-to-noise ratio" if baseline else ("EMD" if first.type == "histogram" else "NFD")
+    _write_neuron_wise(args.output, "sensitivity", scores)
+    from .plots import _top_scores
+
+    top = _top_scores(scores, args.top)
+    print(f"sensitivity ({what}, {len(pairs)} pair(s)) of {sum(len(v) for v in scores.values())} neurons "
+          f"written to {args.output}")
+    if top:
+        print(f"most sensitive {len(top)}:")
+        for layer, i, value in top:
+            print(f"  {layer}[{i}]  {value:.6g}")
+    if args.select is not None:
+        w = NeuronWeights.top_k(scores, args.select, like=first)
+        w.meta["selection"].update({"scores": what, "pairs": len(pairs), "baseline_pairs": len(baseline)})
+        base = _out_base(args.weights_out)
+        w.save(base)
+        print(f"weights 1/{args.select} on the {args.select} most sensitive neurons written to {base}.json/.npz")
+    if args.plot:
+        from .plots import plot_sensitive_neurons, plot_sensitivity
+
+        root, ext = os.path.splitext(args.plot)
+        _save_figure(plot_sensitivity(scores, label=what, k=max(args.top, 1)), args.plot)
+        neurons_png = f"{root}_neurons{ext or '.png'}"
+        _save_figure(plot_sensitive_neurons(pairs[0][0], pairs[0][1], scores, k=4), neurons_png)
+        print(f"figures written to {args.plot} and {neurons_png}")
+    return EXIT_OK
+
+
+def _learn_kwargs(args) -> dict:
+    kwargs = dict(granularity=args.granularity, solver=args.solver, seed=args.seed)
+    if args.regularization is not None:
+        kwargs["regularization"] = args.regularization
+    if args.max_weight is not None:
+        kwargs["max_weight"] = args.max_weight
+    return kwargs
+
+
+def cmd_weights_learn(args) -> int:
+    from .customise import evaluate_weights, learn_weights
+
+    ignore = [_pair_arg(t, "--ignore") for t in args.ignore]
+    keep = [_pair_arg(t, "--keep") for t in args.keep]
+    w = learn_weights(ignore, keep, **_learn_kwargs(args))
+    base = _out_base(args.output)
+    w.save(base)
+    ev = evaluate_weights(w, ignore, keep)
+    unit = "neurons" if w.granularity == "neuron" else "layers"
+    print(f"weights written to {base}.json/.npz ({w.nonzero()} of {len(w.to_array())} {unit} weighted, "
+          f"solver {args.solver})")
+    print(f"on the training pairs: removal {100 * ev['removal']:.1f}%, deviation {100 * ev['deviation']:.1f}% "
+          "(evaluate on held-out pairs with `vdna weights evaluate`)")
+    if args.csv:
+        w.to_csv(args.csv)
+        print(f"weights written to {args.csv}")
+    return EXIT_OK
+
+
+def describe_weights(w) -> dict:
+    """What ``vdna weights inspect`` shows, as a dict."""
+    import numpy as np
+
+    layers = {}
+    for layer in w.neurons_list:
+        v = w.layer(layer)
+        layers[layer] = {"size": int(v.shape[0]), "nonzero": int(np.count_nonzero(v)), "sum": float(v.sum()),
+                         "max": float(v.max())}
+    return {"extractor": w.feature_extractor_name, "granularity": w.granularity, "nonzero": w.nonzero(),
+            "size": int(len(w.to_array())), "sum": w.total(), "layers": layers, "meta": w.meta}
+
+
+def cmd_weights_inspect(args) -> int:
+    from .neuron_weights import NeuronWeights
+
+    w = NeuronWeights.load(args.weights)
+    d = describe_weights(w)
+    if args.json:
+        print(json.dumps(d, indent=2, default=str))
+    else:
+        unit = "neurons" if w.granularity == "neuron" else "layers"
+        print(f"{args.weights}: weights of {d['size']} {unit} of {d['extractor']}; {d['nonzero']} non-zero, "
+              f"sum {d['sum']:.6g} (uniform weights sum to 1)")
+        for layer, row in d["layers"].items():
+            if row["nonzero"]:
+                print(f"  {layer:<24} {row['nonzero']:>6}/{row['size']:<6} sum {row['sum']:.4g}  max {row['max']:.4g}")
+        learned = w.meta.get("learned")
+        if learned:
+            t = learned.get("training", {})
+            print(f"learned: solver {learned.get('solver')}, {learned.get('metric')}, regularization "
+                  f"{learned.get('regularization')}, {learned.get('ignore_pairs')} ignore / {learned.get('keep_pairs')} "
+                  f"keep pairs; training removal {100 * t.get('removal', float('nan')):.1f}%, deviation "
+                  f"{100 * t.get('deviation', float('nan')):.1f}%")
+        if "selection" in w.meta:
+            print(f"selected: {w.meta['selection']}")
+    if args.csv:
+        w.to_csv(args.csv)
+        if not args.json:
+            print(f"weights written to {args.csv}")
+    return EXIT_OK
+
+
+def cmd_weights_evaluate(args) -> int:
+    from .customise import evaluate_weights
+    from .neuron_weights import NeuronWeights
+
+    if not args.ignore and not args.keep:
+        raise CLIError("give at least one --ignore or --keep pair")
+    w = NeuronWeights.load(args.weights)
+    ignore = [_pair_arg(t, "--ignore") for t in args.ignore]
+    keep = [_pair_arg(t, "--keep") for t in args.keep]
+    ev = evaluate_weights(w, ignore, keep)
+    if args.json:
+        print(json.dumps(ev, indent=2))
+        return EXIT_OK
+    for name, pairs, values in (("ignore", args.ignore, ev["ignore"]), ("keep", args.keep, ev["keep"])):
+        for text, delta in zip(pairs, values):
+            print(f"  {name:<6} {text}: Δ = {100 * delta:.1f}%")
+    if ev["removal"] is not None:
+        print(f"removal {100 * ev['removal']:.1f}%")
+    if ev["deviation"] is not None:
+        print(f"deviation {100 * ev['deviation']:.1f}%")
+    return EXIT_OK

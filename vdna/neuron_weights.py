@@ -343,6 +343,22 @@ class NeuronWeights:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def is_weights_file(path) -> bool:
+    """True when ``path`` (with or without ".json"/".npz") names a pair written by NeuronWeights.save."""
+    from .files import pair_paths
+
+    path = os.fspath(path)
+    if path.lower().endswith(".npy"):
+        return False
+    json_path = pair_paths(path)[0]
+    if not os.path.isfile(json_path):
+        return False
+    try:
+        return _read_header(json_path, strict=False) is not None
+    except ValueError:
+        return True  # ours, but unreadable: load() says why
+
+
 def _identity(like):
     """(extractor name, neurons list) of a DNA, NeuronWeights or PairDistances."""
     from .dna import VDNA
@@ -435,4 +451,4 @@ def _csv_field(text: str) -> str:
     return text
 
 
-__all__ = ["NeuronWeights", "GRANULARITIES"]
+__all__ = ["NeuronWeights", "GRANULARITIES", "is_weights_file"]
