@@ -201,3 +201,16 @@ def test_layer_granularity_and_pair_distances():
     assert ev["removal"] == pytest.approx(w.meta["learned"]["training"]["removal"], abs=1e-12)
     wn = learn_weights(ig, kp)
     assert wn.granularity == "neuron" and wn.meta["learned"]["metric"] == "NFD"
+
+
+def test_pair_distances_from_arrays():
+    d = {"x": np.array([1.0, 4.0]), "y": np.array([9.0])}
+    p = PairDistances.from_distances(d, "toy_net", "gaussian")
+    via_dnas = PairDistances(*pair_with_distances([1.0, 4.0, 9.0], {"x": 2, "y": 1}))
+    np.testing.assert_array_equal(p.flat(), via_dnas.flat())
+    w = learn_weights([p], [PairDistances.from_distances({"x": [1.0, 1.0], "y": [1.0]}, "toy_net", "gaussian")])
+    assert w.neurons_list == {"x": 2, "y": 1}
+    with pytest.raises(ValueError, match=">= 0"):
+        PairDistances.from_distances({"x": [-1.0]}, "toy_net")
+    with pytest.raises(ValueError, match="extractor"):
+        learn_weights([p], [PairDistances.from_distances(d, "other", "gaussian")])

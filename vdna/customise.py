@@ -81,6 +81,34 @@ class PairDistances:
                 x.setflags(write=False)
             self._d[g] = d
 
+    @classmethod
+    def from_distances(cls, distances: Mapping, feature_extractor_name: str, dna_type: str = "histogram",
+                       hist_nb_bins: Optional[int] = None) -> "PairDistances":
+        """Per-neuron distances computed elsewhere (``{layer: (C,) array}``, EMD for histograms, NFD for
+        Gaussians): for pairs whose DNAs are not at hand, and for benchmarks of learning at scale."""
+        from .distances import NEURON_METRIC
+
+        if dna_type not in NEURON_METRIC:
+            raise ValueError(f"dna_type must be one of {sorted(NEURON_METRIC)}, got {dna_type!r}")
+        if not isinstance(distances, Mapping) or not distances:
+            raise ValueError("distances must be a non-empty mapping {layer: (C,) array}")
+        self = cls.__new__(cls)
+        self.type, self.hist_nb_bins, self.ranges_sha256 = dna_type, hist_nb_bins, None
+        self.feature_extractor_name = str(feature_extractor_name)
+        d = {}
+        for layer, x in distances.items():
+            x = np.array(x, dtype=np.float64)
+            if x.ndim != 1 or x.size == 0:
+                raise ValueError(f"layer '{layer}': expected a 1-D array of per-neuron distances, got shape {x.shape}")
+            if not np.all(np.isfinite(x)) or np.any(x < 0):
+                raise ValueError(f"layer '{layer}': distances must be finite and >= 0")
+            x.setflags(write=False)
+            d[str(layer)] = x
+        self.neurons_list = {l: int(x.shape[0]) for l, x in d.items()}
+        self.metrics = {"neuron": NEURON_METRIC[dna_type]}
+        self._d = {"neuron": d}
+        return self
+
     def distances(self, granularity: str = "neuron") -> Dict[str, np.ndarray]:
         """``{layer: distances}``: (C,) per neuron, or (1,) per layer."""
         if granularity not in self._d:
