@@ -214,3 +214,36 @@ def test_pair_distances_from_arrays():
         PairDistances.from_distances({"x": [-1.0]}, "toy_net")
     with pytest.raises(ValueError, match="extractor"):
         learn_weights([p], [PairDistances.from_distances(d, "other", "gaussian")])
+
+
+def test_guide_names_exist_and_code_parses():
+    """docs/customised.md: its Python parses and every vdna name it shows exists; every command it shows
+    parses with the real argument parser (the guide's data are not at hand: the loop itself is run by the
+    tests above and by tests/test_cli_customise.py)."""
+    import ast
+    import re
+    import shlex
+    from pathlib import Path
+
+    import vdna
+    import vdna.customise
+    import vdna.plots
+    import vdna.procedural
+    from vdna.cli import build_parser
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "customised.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    assert {lang for lang, _ in blocks} == {"python", "bash"}
+    for lang, code in blocks:
+        if lang == "python":
+            ast.parse(code)
+        else:
+            for line in code.strip().splitlines():
+                args = shlex.split(line)
+                assert args[0] == "vdna"
+                build_parser().parse_args(args[1:])  # exits (SystemExit) on a usage error
+    for name in re.findall(r"vdna\.(\w+)\(", text):
+        assert hasattr(vdna, name), name
+    for name in re.findall(r"`(\w+)\(", text):
+        assert any(hasattr(obj, name) for obj in (vdna, vdna.NeuronWeights, vdna.customise, vdna.customise.PairDistances,
+                                                   vdna.procedural, vdna.plots)), name
