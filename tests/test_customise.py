@@ -12,6 +12,9 @@ from vdna.dna import get_vdna
 from dna_factory import make_dna
 
 EPS = np.finfo(np.float64).eps
+# Tolerances below: Δ of a hand-made pair is a dot product of <= 4 terms of size <= 9, a mean and one
+# division, all O(1) after dividing by D_avg: a handful of roundings of relative size eps, so 4-8 eps
+# absolute on values of order 1. SNR values are one addition and one division: 2 eps relative.
 
 
 def gauss(mu, var=None, extractor="toy_net", layers=None):

@@ -48,6 +48,7 @@ def test_from_dict_top_k_layers(hists):
     d["conv.a"][0] = 99.0  # a copy: the weights do not change
     assert w.layer("conv.a")[0] == 0.0
     assert w.normalized().total() == pytest.approx(1.0, abs=_sum_tol(N, 1.0))
+    # one division each, by a sum of 8 small integers that is exact (13): at most 1 rounding, 2 eps to spare
     np.testing.assert_allclose(w.normalized().to_array(), w.to_array() / 13.0, rtol=2 * EPS)
 
     scores = {"conv.a": np.array([5.0, 1.0, 9.0]), "block_1": np.array([0.0, 7.0, 2.0, 9.0, -1.0])}
