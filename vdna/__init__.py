@@ -4,9 +4,11 @@
 ``load_vdna_from_hub`` are imported on first use.
 """
 from .accumulator import Accumulator
+from .customise import evaluate_weights, learn_weights, sensitivity, sensitivity_deviation
 from .distances import EMD, FD, NFD, distances_to
 from .dna import VDNA, get_vdna
 from .files import load_vdna_from_files
+from .neuron_weights import NeuronWeights
 from .ranges import ActivationRanges
 from .results import get_result_type, set_result_type
 from .version import __version__
@@ -44,6 +46,11 @@ __all__ = [
     "rank_datasets",
     "ranking_discrepancy",
     "random_ranking_discrepancy",
+    "NeuronWeights",
+    "sensitivity",
+    "sensitivity_deviation",
+    "learn_weights",
+    "evaluate_weights",
     "__version__",
 ]
 

@@ -1,6 +1,7 @@
 """The ``vdna`` command (also ``python -m vdna``).
 
-Subcommands: make, compare, rank, inspect, merge, calibrate, demo, build-shim, stability, rank-datasets. Each one is a thin layer
+Subcommands: make, compare, rank, inspect, merge, calibrate, demo, build-shim, stability, rank-datasets,
+sensitivity, weights. Each one is a thin layer
 over the library: argument parsing, friendly output and one-line errors. Exit codes: 0 success,
 1 error (one line on stderr saying what went wrong and what to do; ``--debug`` shows the traceback),
 2 usage error (from argparse).
@@ -211,7 +212,79 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
     p.set_defaults(func=cmd_build_shim)
     _add_stability_parsers(sub, common)
+    _add_customise_parsers(sub, common)
     return parser
+
+
+def _add_customise_parsers(sub, common) -> None:
+    """`vdna sensitivity` and `vdna weights learn|inspect|evaluate` (customised comparisons)."""
+    p = sub.add_parser("sensitivity", parents=[common], help="which neurons see an attribute",
+                       description="Per-neuron sensitivity to an attribute: the distance (EMD for histograms, NFD "
+                                   "for Gaussians) between DNAs of images with (--with) and without (--without) "
+                                   "it, averaged over the pairs given. With --baseline C D (two samples of one "
+                                   "population), a signal-to-noise ratio s / (b + 0.01 * mean of the layer's b). "
+                                   "A..D are DNA files or image sources (built with the first DNA's settings).")
+    p.add_argument("--with", dest="with_", action="append", required=True, metavar="A",
+                   help="DNA or images with the attribute (repeat with --without for more pairs)")
+    p.add_argument("--without", action="append", required=True, metavar="B", help="DNA or images without it")
+    p.add_argument("--baseline", nargs=2, action="append", default=[], metavar=("C", "D"),
+                   help="two DNAs (or sources) of one population: the noise level (repeatable)")
+    p.add_argument("-o", "--output", required=True, metavar="CSV", help="write layer,neuron,score rows")
+    p.add_argument("--top", type=_nonneg_int, default=10, metavar="K", help="print the K most sensitive neurons")
+    p.add_argument("--select", type=_positive_int, default=None, metavar="K",
+                   help="with --weights-out: weights 1/K on the K most sensitive neurons (paper Fig. 6, 7)")
+    p.add_argument("--weights-out", default=None, metavar="W", help="write the --select weights to W.json + W.npz")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="save the sensitivity per layer and the top neurons' distributions with and without")
+    p.add_argument("--save-dnas", default=None, metavar="DIR", help="save DNAs built from image sources into DIR")
+    _add_build_options(p)
+    p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser("weights", parents=[common], help="learn, inspect or evaluate neuron weights",
+                       description="Neuron weights for customised comparisons (use them with --weights on "
+                                   "compare and rank).")
+    wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
+    p.set_defaults(func=lambda args: _weights_usage(p))
+
+    q = wsub.add_parser("learn", parents=[common], help="weights whose distance ignores one attribute",
+                        description="Learn weights whose distance ignores an attribute (--ignore pairs of DNAs "
+                                    "with:without it) and keeps the others (--keep pairs): the loss "
+                                    "|1 - Δ_a| + mean_b |Δ_b| (paper Eq. 7), solved exactly as a linear program "
+                                    "(needs SciPy) or with Adam. Pairs are DNA files, WITH:WITHOUT.")
+    q.add_argument("--ignore", action="append", required=True, metavar="A:B", help="a pair to ignore (repeatable)")
+    q.add_argument("--keep", action="append", required=True, metavar="C:D", help="a pair to keep (repeatable)")
+    q.add_argument("-o", "--output", required=True, metavar="W", help="write W.json + W.npz")
+    q.add_argument("--solver", choices=("lp", "adam"), default="lp", help="default: lp (exact)")
+    q.add_argument("--granularity", choices=("neuron", "layer"), default="neuron",
+                   help="one weight per neuron (default) or per layer (FD for layer-Gaussians)")
+    q.add_argument("--regularization", type=float, default=None, metavar="L",
+                   help="pull towards uniform weights (default: the library's)")
+    q.add_argument("--max-weight", type=float, default=None, metavar="M",
+                   help="no weight above M times the uniform weight (default: the library's)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the Adam solver's start (default: 0)")
+    q.add_argument("--csv", default=None, metavar="CSV", help="also write the weights as CSV")
+    q.set_defaults(func=cmd_weights_learn)
+
+    q = wsub.add_parser("inspect", parents=[common], help="describe a weights file",
+                        description="Show the extractor, granularity, how many weights are non-zero and where.")
+    q.add_argument("weights", help="weights file (W, W.json or W.npz)")
+    q.add_argument("--csv", default=None, metavar="CSV", help="also write the weights as CSV")
+    q.add_argument("--json", action="store_true", help="print the description as JSON")
+    q.set_defaults(func=cmd_weights_inspect)
+
+    q = wsub.add_parser("evaluate", parents=[common], help="removal and deviation of weights on (held-out) pairs",
+                        description="Δ = 1 - D_W / D_avg (paper Eq. 6) of each pair: removal = mean Δ over "
+                                    "--ignore pairs, deviation = mean |Δ| over --keep pairs.")
+    q.add_argument("weights", help="weights file (W, W.json or W.npz)")
+    q.add_argument("--ignore", action="append", default=[], metavar="A:B", help="a pair that should vanish")
+    q.add_argument("--keep", action="append", default=[], metavar="C:D", help="a pair that should keep its value")
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    q.set_defaults(func=cmd_weights_evaluate)
+
+
+def _weights_usage(parser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
 
 
 # ============================================================================== entry point
@@ -868,4 +941,5 @@ def cmd_rank_datasets(args) -> int:
         rd = result["random_discrepancy"]
         print(f"ranking discrepancy d = {result['discrepancy']:.6g} (Eq. 8; 0 is perfect); random rankings: "
               f"{rd['mean']:.6g} +- {rd['std']:.3g} ({rd['samples']} samples)")
+    _add_customise_parsers(sub, common)
     return EXIT_OK

@@ -9,7 +9,11 @@
 Selection keywords (reference semantics): ``use_neurons_from_layer`` restricts to one layer,
 ``use_neuron_index`` (with a layer) to one neuron, ``return_neuron_wise=True`` returns
 ``{layer: per-neuron distances}`` instead of their mean. ``weights`` replaces the mean by a weighted sum
-Σ wₙ dₙ over the selected neurons (paper Eq. 5; for FD: one weight per selected layer).
+Σ wₙ dₙ over the selected neurons (paper Eq. 5; for FD: one weight per selected layer). Weights are a
+:class:`vdna.NeuronWeights` (checked against the DNAs' extractor and neurons list), a ``{layer: array}``
+dict (the shape ``return_neuron_wise=True`` returns; ``{layer: number}`` for FD), or a flat array with one
+weight per selected neuron (or layer for FD). With a layer selected, dicts and NeuronWeights give that
+layer's weights (not renormalised); layer weights used with EMD or NFD weigh each layer's mean distance.
 Every incompatibility raises ValueError (never ``assert``). Results are NumPy unless
 ``vdna.set_result_type("torch")`` / ``VDNA_RESULTS=torch`` asks for 0.1.1's torch tensors (``vdna.results``).
 """
@@ -47,6 +51,7 @@ def EMD(
     """
     _check_types("EMD", (vdna1, vdna2), (HISTOGRAM,))
     check_comparable(vdna1, vdna2, "EMD")
+    weights = _selected_weights(weights, vdna1, use_neurons_from_layer, use_neuron_index)
     selection = _selection(vdna1, use_neurons_from_layer, use_neuron_index, return_neuron_wise, weights)
     if return_neuron_wise:
         return {layer: _core.emd(vdna1.data[layer], vdna2.data[layer]) for layer, _ in selection}
@@ -68,6 +73,7 @@ def NFD(
     """
     _check_types("NFD", (vdna1, vdna2), (GAUSSIAN, LAYER_GAUSSIAN))
     check_comparable(vdna1, vdna2, "NFD", same_type=False)
+    weights = _selected_weights(weights, vdna1, use_neurons_from_layer, use_neuron_index)
     selection = _selection(vdna1, use_neurons_from_layer, use_neuron_index, return_neuron_wise, weights)
     per_layer = {layer: _nfd_layer(vdna1, vdna2, layer) for layer, _ in selection}
     if return_neuron_wise:
@@ -96,6 +102,8 @@ def FD(
     if return_neuron_wise:
         selection = _selection(vdna1, use_neurons_from_layer, use_neuron_index, True, weights)
         return {layer: _nfd_layer(vdna1, vdna2, layer) for layer, _ in selection}
+    weights = _selected_weights(weights, vdna1, use_neurons_from_layer, use_neuron_index,
+                                unit="neuron" if use_neuron_index is not None else "layer")
     if use_neuron_index is not None:
         selection = _selection(vdna1, use_neurons_from_layer, use_neuron_index, False, weights)
         layer, idx = selection[0]
@@ -135,6 +143,7 @@ def distances_to(
         _check_types("EMD", [reference, *candidates], (HISTOGRAM,))
         for i, c in enumerate(candidates):
             check_comparable(reference, c, f"distances_to (candidate {i})")
+        weights = _selected_weights(weights, reference, use_neurons_from_layer, use_neuron_index)
         selection = _selection(reference, use_neurons_from_layer, use_neuron_index, False, weights)
         return _emd_to_many(reference, candidates, selection, weights)
     if metric not in ("NFD", "FD"):
@@ -187,6 +196,58 @@ def _selection(vdna: VDNA, layer, index, neuron_wise: bool, weights) -> Selectio
             return [(layer, np.array([vdna.check_neuron(layer, index)], dtype=np.int64))]
         return [(layer, None)]
     return [(l, None) for l in vdna.neurons_list]
+
+
+def _selected_weights(weights, vdna: VDNA, layer, index, unit: str = "neuron"):
+    """``weights`` as the flat array of the selection (one per selected neuron, or per selected layer for
+    ``unit="layer"``). NeuronWeights and {layer: values} dicts are checked against ``vdna`` and cut to
+    the selection; flat arrays are returned as they are (checked later against the selection's size)."""
+    from collections.abc import Mapping
+
+    from .neuron_weights import NeuronWeights
+
+    if weights is None or not isinstance(weights, (NeuronWeights, Mapping)):
+        return weights
+    if index is not None and layer is None:
+        raise ValueError("use_neuron_index needs use_neurons_from_layer (the layer the index refers to)")
+    layers = [layer] if layer is not None else list(vdna.neurons_list)
+    for l in layers:
+        vdna.check_layer(l)
+    if isinstance(weights, NeuronWeights):
+        weights.check_compatible(vdna)
+        if unit == "layer":
+            if weights.granularity != "layer":
+                raise ValueError("FD between layer Gaussians weighs layers: use weights with one value per layer "
+                                 "(NeuronWeights granularity='layer'), or NFD for neuron weights")
+            return np.array([weights.layer(l)[0] for l in layers])
+        if weights.granularity == "layer":  # a layer's weight spread evenly over its neurons
+            per_layer = {l: np.full(int(vdna.neurons_list[l]), weights.layer(l)[0] / int(vdna.neurons_list[l]))
+                         for l in layers}
+        else:
+            per_layer = {l: weights.layer(l) for l in layers}
+    else:
+        unknown = [str(l) for l in weights if l not in vdna.neurons_list]
+        if unknown:
+            raise ValueError(f"weights name layer(s) {unknown} that the DNA does not have; its layers are "
+                             f"{list(vdna.neurons_list)}")
+        missing = [l for l in layers if l not in weights]
+        if missing:
+            raise ValueError(f"weights have no values for layer(s) {missing}")
+        per_layer = {}
+        for l in layers:
+            w = np.asarray(weights[l])
+            if w.dtype.kind not in "iuf":
+                raise TypeError(f"weights of layer '{l}' must be numbers, got dtype {w.dtype}")
+            expected = (1,) if unit == "layer" else (int(vdna.neurons_list[l]),)
+            if w.reshape(-1).shape != expected or (unit == "neuron" and w.ndim != 1):
+                what = "one weight (FD weighs layers)" if unit == "layer" else f"{expected[0]} weights, one per neuron"
+                raise ValueError(f"weights of layer '{l}' must be {what}; got shape {w.shape}")
+            per_layer[l] = w.reshape(-1)
+        if unit == "layer":
+            return np.concatenate([per_layer[l] for l in layers])
+    if index is not None:
+        return per_layer[layer][[vdna.check_neuron(layer, index)]]
+    return np.concatenate([per_layer[l] for l in layers])
 
 
 def _selected_count(vdna: VDNA, selection: Selection) -> int:

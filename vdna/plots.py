@@ -8,7 +8,10 @@ given ``save="file.png"``:
 - :func:`plot_top_neurons`: the neurons whose distributions differ most;
 - :func:`plot_comparison`: the three above on one page (``vdna compare --plot``);
 - :func:`plot_dna_summary`: one DNA, layer by layer (``vdna make --plot``, ``vdna inspect --plot``);
-- :func:`plot_ranking_grid`: the best and worst matching images of a ranking (paper Fig. 4).
+- :func:`plot_ranking_grid`: the best and worst matching images of a ranking (paper Fig. 4);
+- :func:`plot_sensitivity`: per-neuron sensitivity to an attribute, layer by layer (``vdna sensitivity --plot``);
+- :func:`plot_sensitive_neurons`: the most sensitive neurons' distributions with and without the attribute;
+- :func:`plot_weight_evaluation`: removal and deviation of learned weights, attribute by attribute.
 """
 from __future__ import annotations
 
@@ -469,3 +472,72 @@ def _thumbnail(img, size: int) -> np.ndarray:
     img = img.copy()
     img.thumbnail((size, size))
     return np.asarray(img)
+
+
+# ======================================================================================= customised comparisons
+def _top_scores(scores, k: int):
+    """[(layer, index, score)] of the ``k`` highest finite scores of ``{layer: (C,) array}``."""
+    flat = [(l, i, float(x)) for l, v in scores.items() for i, x in enumerate(np.asarray(v, dtype=np.float64))
+            if np.isfinite(x)]
+    order = sorted(range(len(flat)), key=lambda j: -flat[j][2])  # stable: ties keep network order
+    return [flat[j] for j in order[: max(0, int(k))]]
+
+
+def plot_sensitivity(scores, label: Optional[str] = None, k: int = 10, save=None):
+    """How much each neuron sees an attribute (:func:`vdna.sensitivity`): the distribution of the scores
+    over each layer's neurons (box plots, network order), and the ``k`` highest scores."""
+    plt = _pyplot()
+    if not isinstance(scores, dict) or not scores:
+        raise ValueError("plot_sensitivity needs the {layer: scores} dict that vdna.sensitivity returns")
+    layers = list(scores)
+    top = _top_scores(scores, k)
+    fig, (ax, ax_top) = plt.subplots(1, 2, figsize=(max(7.0, 0.35 * len(layers) + 5.5), 4.2),
+                                     gridspec_kw={"width_ratios": [max(2.0, 0.3 * len(layers)), 2.0]})
+    _layer_boxes(ax, layers, [("sensitivity", {l: np.asarray(scores[l], dtype=np.float64) for l in layers},
+                               _COLOURS[0])])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("sensitivity (per neuron)")
+    ax.set_title("Sensitivity per layer" + (f": {label}" if label else ""))
+    ax_top.barh(np.arange(len(top))[::-1], [d for _, _, d in top], color=_COLOURS[1])
+    ax_top.set_yticks(np.arange(len(top))[::-1])
+    ax_top.set_yticklabels([f"{l} [{i}]" for l, i, _ in top], fontsize=8)
+    ax_top.set_xlabel("sensitivity")
+    ax_top.set_title(f"The {len(top)} most sensitive neurons")
+    fig.tight_layout()
+    return _finish(fig, save)
+
+
+def plot_sensitive_neurons(dna_with, dna_without, scores, k: int = 4, labels=("with", "without"), cols: int = 4,
+                           save=None):
+    """The distributions of the ``k`` neurons with the highest ``scores`` (e.g. :func:`vdna.sensitivity`),
+    with and without the attribute, overlaid."""
+    top = _top_scores(scores, k)
+    if not top:
+        raise ValueError("no finite score to choose neurons from")
+    return plot_neuron_histograms(dna_with, dna_without, [(l, i) for l, i, _ in top], labels=labels, cols=cols,
+                                  save=save)
+
+
+def plot_weight_evaluation(results, title: str = "Learned weights on held-out pairs", save=None):
+    """Bars of removal (mean Δ of the ignored attribute, %) and deviation (mean |Δ| of the others, %) per
+    attribute: ``results`` is ``{attribute: vdna.evaluate_weights(...)}`` (or dicts with those two keys)."""
+    plt = _pyplot()
+    if not isinstance(results, dict) or not results:
+        raise ValueError("plot_weight_evaluation needs {attribute: {'removal': ..., 'deviation': ...}}")
+    names = list(results)
+    removal = [100.0 * float(results[a]["removal"]) for a in names]
+    deviation = [100.0 * float(results[a]["deviation"]) for a in names]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(names) + 2), 3.8))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, removal, 0.4, label="removal (mean Δ of the ignored attribute)", color=_COLOURS[0])
+    ax.bar(x + 0.2, deviation, 0.4, label="deviation (mean |Δ| of the others)", color=_COLOURS[1])
+    ax.axhline(100.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=9)
+    ax.set_ylabel("%")
+    ax.set_xlabel("ignored attribute")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _finish(fig, save)

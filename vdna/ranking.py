@@ -89,8 +89,15 @@ def rank_images(
     processor=None,
     distributed: Optional[bool] = None,
     group=None,
+    feat_extractor_name: Optional[str] = None,
+    distribution_name: Optional[str] = None,
 ) -> List[Tuple[str, float]]:
     """Distance of every image of ``source`` to the ``reference`` DNA, closest first.
+
+    ``reference`` may also be a single image (a path to an image file, or an (H, W, 3) uint8 array):
+    its DNA is made with ``feat_extractor_name`` and ``distribution_name`` (both required then) and the
+    other settings given here, and the ranking is an image-to-image retrieval (paper Fig. 6; with
+    ``neuron_weights`` selecting the neurons that see an attribute).
 
     Each image gets a DNA of the reference's kind (extractor, distribution and bins, activation
     ranges); the distance is EMD for histograms, NFD for Gaussians, FD for layer-Gaussians (whose
@@ -104,9 +111,19 @@ def rank_images(
     share of the images and every rank returns the ranking of all of them.
     """
     from . import distances_to
+    from .dna import VDNA
     from .processor import VDNAProcessor, accumulator_for, resolve_device, source_batches
     from .sources import open_source
 
+    if not isinstance(reference, VDNA):
+        processor = processor if processor is not None else VDNAProcessor()
+        reference = _single_image_dna(reference, processor, feat_extractor_name, distribution_name, dict(
+            device=device, crop_to_square_pre_resize=crop_to_square_pre_resize or "none",
+            resize_mode=resize_mode or "clean", backend=backend, extractor_weights=extractor_weights,
+            activation_ranges=activation_ranges, allow_download=allow_download))
+    elif feat_extractor_name is not None or distribution_name is not None:
+        raise ValueError("feat_extractor_name and distribution_name are for a single-image reference; a reference "
+                         "DNA carries its own")
     metric = metric_name(reference)  # rejects activation-range references early
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -186,3 +203,26 @@ def rank_images(
     values = np.concatenate(scores) if scores else np.zeros(0)
     order = np.argsort(values, kind="stable")
     return [(names[i], float(values[i])) for i in order]
+
+
+def _single_image_dna(image, processor, extractor: Optional[str], distribution: Optional[str], kwargs: dict):
+    """The DNA of one reference image (a path or an (H, W, 3) array)."""
+    import os
+
+    if extractor is None or distribution is None:
+        raise ValueError("a single-image reference needs feat_extractor_name= and distribution_name= (the DNA "
+                         "settings to compare with); or pass a reference DNA")
+    if isinstance(image, (str, os.PathLike)):
+        if not os.path.isfile(image):
+            raise ValueError(f"reference image not found (or not a file): {image}")
+        source = os.fspath(image)
+    else:
+        arr = np.asarray(image)
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise ValueError(f"a reference image must be an (H, W, 3) array or an image path; got shape {arr.shape}")
+        source = arr[None]
+    v = processor.make_vdna(source, feat_extractor_name=extractor, distribution_name=distribution, verbose=False,
+                            num_workers=1, strict=True, **kwargs)
+    if int(v.num_images) != 1:
+        raise ValueError(f"the reference image gave {v.num_images} images; expected exactly one")
+    return v

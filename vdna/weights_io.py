@@ -16,13 +16,18 @@ MAX_JSON_BYTES = 64 << 20  # a weights file holds one number per neuron: megabyt
 
 
 def read_neuron_weights(path: str, vdna, layer=None, metric: str = "EMD"):
-    """Weights for the distance between DNAs shaped like ``vdna``, as the flat float64 array the
+    """Weights for the distance between DNAs shaped like ``vdna``: a ``vdna.NeuronWeights`` for a file
+    it wrote (checked against ``vdna``'s extractor and neurons), else the flat float64 array the
     distance functions take: the layers of ``vdna.neurons_list`` in order (only ``layer`` if given).
 
     ``metric`` is the distance the weights are for (kept for callers; the layout is the same).
     Raises FileNotFoundError for a missing file and ValueError, naming the file, for anything else.
     """
+    from .neuron_weights import NeuronWeights, is_weights_file
+
     path = os.fspath(path)
+    if is_weights_file(path):  # written by NeuronWeights.save / `vdna weights learn`: checked against the DNA
+        return NeuronWeights.from_file(path, like=vdna)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     lower = path.lower()
