@@ -941,5 +941,156 @@ def cmd_rank_datasets(args) -> int:
         rd = result["random_discrepancy"]
         print(f"ranking discrepancy d = {result['discrepancy']:.6g} (Eq. 8; 0 is perfect); random rankings: "
               f"{rd['mean']:.6g} +- {rd['std']:.3g} ({rd['samples']} samples)")
-    _add_customise_parsers(sub, common)
+    return EXIT_OK
+
+
+# ============================================================================== customised comparisons
+def _pair_arg(text: str, option: str):
+    """(dna_with, dna_without) from "A:B" (DNA files)."""
+    parts = text.split(":")
+    if len(parts) != 2 or not all(parts):
+        raise CLIError(f"{option} {text}: expected WITH:WITHOUT, two DNA paths separated by one ':'")
+    return load_dna(parts[0]), load_dna(parts[1])
+
+
+def cmd_sensitivity(args) -> int:
+    from .customise import sensitivity
+    from .neuron_weights import NeuronWeights
+
+    if len(args.with_) != len(args.without):
+        raise CLIError(f"give as many --with as --without (got {len(args.with_)} and {len(args.without)})")
+    if not args.output.lower().endswith(".csv"):
+        raise CLIError(f"-o {args.output}: the scores file must be a .csv")
+    if (args.select is None) != (args.weights_out is None):
+        raise CLIError("--select K and --weights-out W go together")
+    _check_plotting("--plot", args.plot)
+    first = None
+    pairs = []
+    for i, (a, b) in enumerate(zip(args.with_, args.without)):
+        dna_a = _dna_or_source(a, first, args, f"with_{i}")
+        first = first or dna_a
+        pairs.append((dna_a, _dna_or_source(b, first, args, f"without_{i}")))
+    baseline = [(_dna_or_source(c, first, args, f"baseline_{i}_a"), _dna_or_source(d, first, args, f"baseline_{i}_b"))
+                for i, (c, d) in enumerate(args.baseline)]
+    scores = sensitivity(pairs, baseline=baseline or None)
+    what = "signal-to-noise ratio" if baseline else ("EMD" if first.type == "histogram" else "NFD")
+    _write_neuron_wise(args.output, "sensitivity", scores)
+    from .plots import _top_scores
+
+    top = _top_scores(scores, args.top)
+    print(f"sensitivity ({what}, {len(pairs)} pair(s)) of {sum(len(v) for v in scores.values())} neurons "
+          f"written to {args.output}")
+    if top:
+        print(f"most sensitive {len(top)}:")
+        for layer, i, value in top:
+            print(f"  {layer}[{i}]  {value:.6g}")
+    if args.select is not None:
+        w = NeuronWeights.top_k(scores, args.select, like=first)
+        w.meta["selection"].update({"scores": what, "pairs": len(pairs), "baseline_pairs": len(baseline)})
+        base = _out_base(args.weights_out)
+        w.save(base)
+        print(f"weights 1/{args.select} on the {args.select} most sensitive neurons written to {base}.json/.npz")
+    if args.plot:
+        from .plots import plot_sensitive_neurons, plot_sensitivity
+
+        root, ext = os.path.splitext(args.plot)
+        _save_figure(plot_sensitivity(scores, label=what, k=max(args.top, 1)), args.plot)
+        neurons_png = f"{root}_neurons{ext or '.png'}"
+        _save_figure(plot_sensitive_neurons(pairs[0][0], pairs[0][1], scores, k=4), neurons_png)
+        print(f"figures written to {args.plot} and {neurons_png}")
+    return EXIT_OK
+
+
+def _learn_kwargs(args) -> dict:
+    kwargs = dict(granularity=args.granularity, solver=args.solver, seed=args.seed)
+    if args.regularization is not None:
+        kwargs["regularization"] = args.regularization
+    if args.max_weight is not None:
+        kwargs["max_weight"] = args.max_weight
+    return kwargs
+
+
+def cmd_weights_learn(args) -> int:
+    from .customise import evaluate_weights, learn_weights
+
+    ignore = [_pair_arg(t, "--ignore") for t in args.ignore]
+    keep = [_pair_arg(t, "--keep") for t in args.keep]
+    w = learn_weights(ignore, keep, **_learn_kwargs(args))
+    base = _out_base(args.output)
+    w.save(base)
+    ev = evaluate_weights(w, ignore, keep)
+    unit = "neurons" if w.granularity == "neuron" else "layers"
+    print(f"weights written to {base}.json/.npz ({w.nonzero()} of {len(w.to_array())} {unit} weighted, "
+          f"solver {args.solver})")
+    print(f"on the training pairs: removal {100 * ev['removal']:.1f}%, deviation {100 * ev['deviation']:.1f}% "
+          "(evaluate on held-out pairs with `vdna weights evaluate`)")
+    if args.csv:
+        w.to_csv(args.csv)
+        print(f"weights written to {args.csv}")
+    return EXIT_OK
+
+
+def describe_weights(w) -> dict:
+    """What ``vdna weights inspect`` shows, as a dict."""
+    import numpy as np
+
+    layers = {}
+    for layer in w.neurons_list:
+        v = w.layer(layer)
+        layers[layer] = {"size": int(v.shape[0]), "nonzero": int(np.count_nonzero(v)), "sum": float(v.sum()),
+                         "max": float(v.max())}
+    return {"extractor": w.feature_extractor_name, "granularity": w.granularity, "nonzero": w.nonzero(),
+            "size": int(len(w.to_array())), "sum": w.total(), "layers": layers, "meta": w.meta}
+
+
+def cmd_weights_inspect(args) -> int:
+    from .neuron_weights import NeuronWeights
+
+    w = NeuronWeights.load(args.weights)
+    d = describe_weights(w)
+    if args.json:
+        print(json.dumps(d, indent=2, default=str))
+    else:
+        unit = "neurons" if w.granularity == "neuron" else "layers"
+        print(f"{args.weights}: weights of {d['size']} {unit} of {d['extractor']}; {d['nonzero']} non-zero, "
+              f"sum {d['sum']:.6g} (uniform weights sum to 1)")
+        for layer, row in d["layers"].items():
+            if row["nonzero"]:
+                print(f"  {layer:<24} {row['nonzero']:>6}/{row['size']:<6} sum {row['sum']:.4g}  max {row['max']:.4g}")
+        learned = w.meta.get("learned")
+        if learned:
+            t = learned.get("training", {})
+            print(f"learned: solver {learned.get('solver')}, {learned.get('metric')}, regularization "
+                  f"{learned.get('regularization')}, {learned.get('ignore_pairs')} ignore / {learned.get('keep_pairs')} "
+                  f"keep pairs; training removal {100 * t.get('removal', float('nan')):.1f}%, deviation "
+                  f"{100 * t.get('deviation', float('nan')):.1f}%")
+        if "selection" in w.meta:
+            print(f"selected: {w.meta['selection']}")
+    if args.csv:
+        w.to_csv(args.csv)
+        if not args.json:
+            print(f"weights written to {args.csv}")
+    return EXIT_OK
+
+
+def cmd_weights_evaluate(args) -> int:
+    from .customise import evaluate_weights
+    from .neuron_weights import NeuronWeights
+
+    if not args.ignore and not args.keep:
+        raise CLIError("give at least one --ignore or --keep pair")
+    w = NeuronWeights.load(args.weights)
+    ignore = [_pair_arg(t, "--ignore") for t in args.ignore]
+    keep = [_pair_arg(t, "--keep") for t in args.keep]
+    ev = evaluate_weights(w, ignore, keep)
+    if args.json:
+        print(json.dumps(ev, indent=2))
+        return EXIT_OK
+    for name, pairs, values in (("ignore", args.ignore, ev["ignore"]), ("keep", args.keep, ev["keep"])):
+        for text, delta in zip(pairs, values):
+            print(f"  {name:<6} {text}: Δ = {100 * delta:.1f}%")
+    if ev["removal"] is not None:
+        print(f"removal {100 * ev['removal']:.1f}%")
+    if ev["deviation"] is not None:
+        print(f"deviation {100 * ev['deviation']:.1f}%")
     return EXIT_OK

@@ -362,21 +362,22 @@ def _existing_pair(file_path) -> Tuple[str, str]:
     raise FileNotFoundError(f"DNA file not found: {json_path}")
 
 
-def _read_json(json_path: str) -> dict:
+def _read_json(json_path: str, what: str = "DNA metadata") -> dict:
+    """The JSON object in ``json_path``, size-capped; every problem is a ValueError naming the file."""
     with open(json_path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size > MAX_JSON_BYTES:
-            raise ValueError(f"{json_path}: {size} bytes is too large for DNA metadata "
+            raise ValueError(f"{json_path}: {size} bytes is too large for {what} "
                              f"(at most {MAX_JSON_BYTES >> 20} MiB)")
         raw = f.read(size + 1)  # (read(n) reserves n bytes: never ask for more than the file holds)
         if len(raw) > MAX_JSON_BYTES:
-            raise ValueError(f"{json_path}: too large for DNA metadata (at most {MAX_JSON_BYTES >> 20} MiB)")
+            raise ValueError(f"{json_path}: too large for {what} (at most {MAX_JSON_BYTES >> 20} MiB)")
     try:
         meta = json.loads(raw.decode("utf-8"))
     except RecursionError:
-        raise ValueError(f"{json_path}: not a valid DNA metadata file (JSON nested too deeply)") from None
+        raise ValueError(f"{json_path}: not a valid {what} file (JSON nested too deeply)") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers beyond Python's digit limit
-        raise ValueError(f"{json_path}: not a valid DNA metadata file (JSON error: {exc})") from None
+        raise ValueError(f"{json_path}: not a valid {what} file (JSON error: {exc})") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{json_path}: expected a JSON object, got {type(meta).__name__}")
     return meta

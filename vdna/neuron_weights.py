@@ -312,9 +312,13 @@ class NeuronWeights:
         if lower.endswith(".npz"):
             per_layer = read_npz(path)
         elif lower.endswith(".json"):
+            if os.path.getsize(path) > 64 << 20:  # one number per neuron: megabytes at most
+                raise ValueError(f"{path}: too large for a neuron weights file (at most 64 MiB)")
             try:
                 with open(path, "r", encoding="utf-8") as f:
                     obj = json.load(f)
+            except RecursionError:
+                raise ValueError(f"{path}: not valid neuron weights (JSON nested too deeply)") from None
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise ValueError(f"{path}: not valid JSON ({exc})") from exc
             if isinstance(obj, list):
@@ -409,13 +413,14 @@ def _describe(neurons: Mapping[str, int]) -> str:
 
 def _read_header(json_path: str, strict: bool = True) -> Optional[dict]:
     """The JSON of a weights pair; None when it is JSON without our key (ValueError for bad JSON when strict)."""
-    try:
-        with open(json_path, "r", encoding="utf-8") as f:
-            header = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    from .files import _read_json
+
+    try:  # size-capped, and deep nesting is a ValueError (files are untrusted)
+        header = _read_json(json_path, "neuron weights")
+    except ValueError:
         if not strict:
             return None
-        raise ValueError(f"{json_path}: not valid JSON ({exc})") from exc
+        raise
     if not isinstance(header, dict) or not isinstance(header.get(_OUR_KEY), dict):
         return None
     ours = header[_OUR_KEY]
