@@ -24,6 +24,24 @@ void VDNA_F77(dstemr)(const char *jobz, const char *range, const vdna_blas_int *
                       vdna_blas_int *m, double *w, double *z, const vdna_blas_int *ldz, const vdna_blas_int *nzc,
                       vdna_blas_int *isuppz, vdna_blas_int *tryrac, double *work, const vdna_blas_int *lwork,
                       vdna_blas_int *iwork, const vdna_blas_int *liwork, vdna_blas_int *info);
+void VDNA_F77(dgeqrf)(const vdna_blas_int *m, const vdna_blas_int *n, double *a, const vdna_blas_int *lda, double *tau,
+                      double *work, const vdna_blas_int *lwork, vdna_blas_int *info);
+void VDNA_F77(dgelqf)(const vdna_blas_int *m, const vdna_blas_int *n, double *a, const vdna_blas_int *lda, double *tau,
+                      double *work, const vdna_blas_int *lwork, vdna_blas_int *info);
+void VDNA_F77(dlarft)(const char *direct, const char *storev, const vdna_blas_int *n, const vdna_blas_int *k,
+                      const double *v, const vdna_blas_int *ldv, const double *tau, double *t,
+                      const vdna_blas_int *ldt);
+void VDNA_F77(dlarfb)(const char *side, const char *trans, const char *direct, const char *storev,
+                      const vdna_blas_int *m, const vdna_blas_int *n, const vdna_blas_int *k, const double *v,
+                      const vdna_blas_int *ldv, const double *t, const vdna_blas_int *ldt, double *c,
+                      const vdna_blas_int *ldc, double *work, const vdna_blas_int *ldwork);
+void VDNA_F77(dgbbrd)(const char *vect, const vdna_blas_int *m, const vdna_blas_int *n, const vdna_blas_int *ncc,
+                      const vdna_blas_int *kl, const vdna_blas_int *ku, double *ab, const vdna_blas_int *ldab, double *d,
+                      double *e, double *q, const vdna_blas_int *ldq, double *pt, const vdna_blas_int *ldpt, double *c,
+                      const vdna_blas_int *ldc, double *work, vdna_blas_int *info);
+void VDNA_F77(dbdsqr)(const char *uplo, const vdna_blas_int *n, const vdna_blas_int *ncvt, const vdna_blas_int *nru,
+                      const vdna_blas_int *ncc, double *d, double *e, double *vt, const vdna_blas_int *ldvt, double *u,
+                      const vdna_blas_int *ldu, double *c, const vdna_blas_int *ldc, double *work, vdna_blas_int *info);
 void VDNA_F77(dormtr)(const char *side, const char *uplo, const char *trans, const vdna_blas_int *m,
                       const vdna_blas_int *n, const double *a, const vdna_blas_int *lda, const double *tau, double *c,
                       const vdna_blas_int *ldc, double *work, const vdna_blas_int *lwork, vdna_blas_int *info);
@@ -237,43 +255,117 @@ done:
     return s;
 }
 
-/* Sum of the singular values of the m x k column-major matrix a (destroyed), by dgesdd without
- * singular vectors; summed smallest first. */
-static vdna_status singular_value_sum(vdna_blas_int m, vdna_blas_int k, double *a, double *out) {
-    const char jobz = 'N';
-    vdna_blas_int mn = m < k ? m : k, one = 1, info = 0, query = -1;
-    double wq = 0.0, dummy = 0.0;
-    double *sv = malloc((size_t)mn * sizeof(double));
-    vdna_blas_int *iwork = malloc(8 * (size_t)mn * sizeof(vdna_blas_int));
-    double *work = NULL;
+/* Band width of the two-stage reduction below; matrices with at most 2 * BAND columns go to dgesdd. */
+#define BAND 32
+
+/* Singular values (into sv, descending) of the m x k column-major matrix a (m >= k > 2 * BAND;
+ * destroyed), in two stages. Stage 1 reduces a to upper band form with BAND superdiagonals by
+ * alternating QR of BAND columns and LQ of BAND rows, each applied to the rest of the matrix as
+ * one block reflector (dlarft + dlarfb: matrix-matrix products); stage 2 reduces the band to
+ * bidiagonal form (dgbbrd, plane rotations, O(k^2 BAND) flops) and dbdsqr (dqds) takes the
+ * bidiagonal's singular values. dgesdd's one-stage dgebrd does half of its 8/3 k^3 flops as
+ * matrix-vector products, which run at memory speed; here the same flops are matrix-matrix
+ * products. (dormqr/dormlq are not used: they fall back to one reflector at a time when the
+ * block has no more reflectors than their block size, as here.) Every step is an orthogonal
+ * transformation, so the route is backward stable like dgesdd: the singular values are exact for a
+ * matrix within p(k) eps ||a||_2 of a. */
+static vdna_status band_singular_values(vdna_blas_int m, vdna_blas_int k, double *a, double *sv) {
+    const char left = 'L', right = 'R', tr = 'T', none = 'N', forward = 'F', columns = 'C', rows_v = 'R',
+               upper = 'U';
+    const vdna_blas_int nb = BAND, ldab = BAND + 1, zero_i = 0, one_i = 1;
+    const size_t lda = (size_t)m;
+    /* dgeqrf/dgelqf on BAND columns/rows and dlarfb need at most max(m, k) * BAND; dbdsqr 4 k */
+    vdna_blas_int lwork = m * nb + 4 * k, info = 0;
+    double dummy = 0.0, tau[BAND], t[BAND * BAND];
+    double *work = malloc((size_t)lwork * sizeof(double));
+    double *ab = calloc((size_t)ldab * (size_t)k, sizeof(double));
+    double *e = malloc((size_t)k * sizeof(double));
     vdna_status s = VDNA_OK;
-    if (sv == NULL || iwork == NULL) {
+    if (work == NULL || ab == NULL || e == NULL) {
         s = vdna_fail(VDNA_ERR_NOMEM, "fd: cannot allocate the SVD workspace (%d x %d)", (int)m, (int)k);
         goto done;
     }
+    for (vdna_blas_int j = 0; j < k; j += nb) {
+        vdna_blas_int jb = k - j < nb ? k - j : nb, rows = m - j, cols = k - j - jb;
+        double *ajj = a + (size_t)j * lda + (size_t)j;
+        /* columns j .. j+jb-1: upper triangular in rows j .. j+jb-1, the reflectors below */
+        VDNA_F77(dgeqrf)(&rows, &jb, ajj, &m, tau, work, &lwork, &info);
+        if (info != 0) goto lapack_failed;
+        if (cols == 0) break;
+        double *right_of = ajj + (size_t)jb * lda; /* rows j.., columns j+jb.. */
+        VDNA_F77(dlarft)(&forward, &columns, &rows, &jb, ajj, &m, tau, t, &nb);
+        VDNA_F77(dlarfb)(&left, &tr, &forward, &columns, &rows, &cols, &jb, ajj, &m, t, &nb, right_of, &m, work,
+                         &cols); /* Q^T times the columns to the right */
+        /* rows j .. j+jb-1, columns j+jb..: [L 0], L lower triangular, the reflectors right of L */
+        VDNA_F77(dgelqf)(&jb, &cols, right_of, &m, tau, work, &lwork, &info);
+        if (info != 0) goto lapack_failed;
+        vdna_blas_int below = rows - jb, nref = jb < cols ? jb : cols;
+        VDNA_F77(dlarft)(&forward, &rows_v, &cols, &nref, right_of, &m, tau, t, &nb);
+        VDNA_F77(dlarfb)(&right, &none, &forward, &rows_v, &below, &cols, &nref, right_of, &m, t, &nb,
+                         right_of + jb, &m, work, &below); /* the rows below times Q^T (as dormlq 'R', 'T') */
+    }
+    /* a[i, c] is now zero unless c - BAND <= i <= c (the triangles of the R and L blocks; the
+     * reflectors lie outside that band): copy the band to LAPACK's band storage */
+    for (vdna_blas_int c = 0; c < k; c++)
+        for (vdna_blas_int i = c > nb ? c - nb : 0; i <= c; i++)
+            ab[(size_t)c * (size_t)ldab + (size_t)(nb + i - c)] = a[(size_t)c * lda + (size_t)i];
+    VDNA_F77(dgbbrd)(&none, &k, &k, &zero_i, &zero_i, &nb, ab, &ldab, sv, e, &dummy, &one_i, &dummy, &one_i, &dummy,
+                     &one_i, work, &info);
+    if (info != 0) goto lapack_failed;
+    VDNA_F77(dbdsqr)(&upper, &k, &zero_i, &zero_i, &zero_i, sv, e, &dummy, &one_i, &dummy, &one_i, &dummy, &one_i,
+                     work, &info);
+    if (info != 0) goto lapack_failed;
+    goto done;
+lapack_failed:
+    s = vdna_fail(VDNA_ERR_LAPACK, "fd: the SVD of the %d x %d factor product failed (info = %d)", (int)m, (int)k,
+                  (int)info);
+done:
+    free(work);
+    free(ab);
+    free(e);
+    return s;
+}
+
+/* Singular values (into sv, descending) of the m x k column-major matrix a (m >= k; destroyed), by
+ * dgesdd without singular vectors. */
+static vdna_status gesdd_singular_values(vdna_blas_int m, vdna_blas_int k, double *a, double *sv) {
+    const char jobz = 'N';
+    vdna_blas_int one = 1, info = 0, query = -1, lwork;
+    double wq = 0.0, dummy = 0.0;
+    vdna_blas_int *iwork = malloc(8 * (size_t)k * sizeof(vdna_blas_int));
+    double *work = NULL;
+    vdna_status s = VDNA_OK;
+    if (iwork == NULL) goto no_memory;
     VDNA_F77(dgesdd)(&jobz, &m, &k, a, &m, sv, &dummy, &one, &dummy, &one, &wq, &query, iwork, &info);
-    if (info != 0 || !(wq < (double)INT_MAX)) {
+    if (info != 0 || (lwork = work_size(wq)) < 0) {
         s = vdna_fail(VDNA_ERR_LAPACK, "fd: dgesdd workspace query failed (info = %d, lwork = %g)", (int)info, wq);
         goto done;
     }
-    vdna_blas_int lwork = (vdna_blas_int)wq + 1;
     work = malloc((size_t)lwork * sizeof(double));
-    if (work == NULL) {
-        s = vdna_fail(VDNA_ERR_NOMEM, "fd: cannot allocate the SVD workspace (%d x %d)", (int)m, (int)k);
-        goto done;
-    }
+    if (work == NULL) goto no_memory;
     VDNA_F77(dgesdd)(&jobz, &m, &k, a, &m, sv, &dummy, &one, &dummy, &one, work, &lwork, iwork, &info);
-    if (info != 0) {
-        s = vdna_fail(VDNA_ERR_LAPACK, "fd: dgesdd failed (info = %d)", (int)info);
-        goto done;
-    }
-    double sum = 0.0;
-    for (vdna_blas_int i = mn; i-- > 0;) sum += sv[i]; /* descending: small terms first */
-    *out = sum;
+    if (info != 0) s = vdna_fail(VDNA_ERR_LAPACK, "fd: dgesdd failed (info = %d)", (int)info);
+    goto done;
+no_memory:
+    s = vdna_fail(VDNA_ERR_NOMEM, "fd: cannot allocate the SVD workspace (%d x %d)", (int)m, (int)k);
 done:
-    free(sv);
     free(iwork);
     free(work);
+    return s;
+}
+
+/* Sum of the singular values of the m x k column-major matrix a (m >= k; destroyed): the two-stage
+ * route above for k > 2 * BAND, dgesdd without singular vectors otherwise; summed smallest first. */
+static vdna_status singular_value_sum(vdna_blas_int m, vdna_blas_int k, double *a, double *out) {
+    double *sv = malloc((size_t)k * sizeof(double));
+    if (sv == NULL) return vdna_fail(VDNA_ERR_NOMEM, "fd: cannot allocate %d singular values", (int)k);
+    vdna_status s = k > 2 * BAND ? band_singular_values(m, k, a, sv) : gesdd_singular_values(m, k, a, sv);
+    if (s == VDNA_OK) {
+        double sum = 0.0;
+        for (vdna_blas_int i = k; i-- > 0;) sum += sv[i]; /* descending: small terms first */
+        *out = sum;
+    }
+    free(sv);
     return s;
 }
 
@@ -311,7 +403,15 @@ static vdna_status nuclear_norm(vdna_blas_int n, const factor *f1, const factor 
             }
         }
         VDNA_F77(dtrmm)(&left, &lower, &tr, &non_unit, &n, &k, &one, f1->a, &n, prod, &n);
-    } else { /* two eigenvector factors, rows in their natural order */
+    } else { /* two eigenvector factors, rows in their natural order; the taller product first */
+        if (m < k) {
+            const factor *t = f1;
+            f1 = f2;
+            f2 = t;
+            b = f2->a;
+            m = f1->r;
+            k = f2->r;
+        }
         VDNA_F77(dgemm)(&tr, &no_t, &m, &k, &n, &one, f1->a, &n, b, &n, &zero, prod, &m);
     }
     s = singular_value_sum(m, k, prod, out);
