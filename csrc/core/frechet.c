@@ -1,4 +1,14 @@
-/* frechet.c: Frechet distances between Gaussians: per neuron (NFD) and per layer (FD). */
+/* frechet.c: Frechet distances between Gaussians: per neuron (NFD) and per layer (FD).
+ *
+ * FD's trace term tr sqrt(S1^(1/2) S2 S1^(1/2)) is the nuclear norm of F1^T F2 for any factors
+ * Si = Fi Fi^T (the squared singular values of F1^T F2 are the eigenvalues of F2^T S1 F2, which
+ * has the nonzero eigenvalues of S1^(1/2) S2 S1^(1/2)). So: factor each covariance (factorize:
+ * pivoted Cholesky, or scaled eigenvectors when singular), multiply the factors (one triangular
+ * product) and sum the product's singular values (singular_value_sum). Unlike an eigendecomposition
+ * of S1^(1/2) S2 S1^(1/2), whose condition number is about the square of the covariances' (its
+ * small eigenvalues are lost to rounding of size eps lambda_max, which the square root turns into
+ * sqrt(eps)), every step works at the covariances' own condition number and is backward stable.
+ * Accuracy contract and its derivation: docs/design.md, "The Frechet distance". */
 #include <float.h>
 #include <limits.h>
 #include <math.h>
@@ -81,7 +91,6 @@ static void symmetric_part(const double *src, double *dst, int64_t d) {
         }
     }
 }
-
 
 /* Numerical-rank tolerance of a symmetric n x n matrix with largest eigenvalue lmax: eigenvalues
  * at or below it are rounding noise (the convention of numpy.linalg.matrix_rank). Dropping them,
