@@ -34,10 +34,7 @@ void VDNA_F77(dstemr)(const char *jobz, const char *range, const vdna_blas_int *
                       vdna_blas_int *m, double *w, double *z, const vdna_blas_int *ldz, const vdna_blas_int *nzc,
                       vdna_blas_int *isuppz, vdna_blas_int *tryrac, double *work, const vdna_blas_int *lwork,
                       vdna_blas_int *iwork, const vdna_blas_int *liwork, vdna_blas_int *info);
-void VDNA_F77(dgeqrf)(const vdna_blas_int *m, const vdna_blas_int *n, double *a, const vdna_blas_int *lda, double *tau,
-                      double *work, const vdna_blas_int *lwork, vdna_blas_int *info);
-void VDNA_F77(dgelqf)(const vdna_blas_int *m, const vdna_blas_int *n, double *a, const vdna_blas_int *lda, double *tau,
-                      double *work, const vdna_blas_int *lwork, vdna_blas_int *info);
+void VDNA_F77(dlarfg)(const vdna_blas_int *n, double *alpha, double *x, const vdna_blas_int *incx, double *tau);
 void VDNA_F77(dlarft)(const char *direct, const char *storev, const vdna_blas_int *n, const vdna_blas_int *k,
                       const double *v, const vdna_blas_int *ldv, const double *tau, double *t,
                       const vdna_blas_int *ldt);
@@ -267,10 +264,61 @@ done:
 /* Band width of the two-stage reduction below; matrices with at most 2 * BAND columns go to dgesdd. */
 #define BAND 32
 
+/* Householder QR of the rows x nc column panel a (column-major, leading dimension lda; nc <= rows),
+ * stored as dgeqrf stores it (R on and above the diagonal, the reflectors' tails below, tau).
+ * Level-1/2 work on a narrow panel: done here in plain loops rather than through dgeqrf, whose
+ * many small BLAS calls each wait for the BLAS library's threads (measured 300x slower at
+ * d = 2048 on a machine whose other core was busy). dlarfg makes each reflector. */
+static void panel_qr(vdna_blas_int rows, vdna_blas_int nc, double *a, vdna_blas_int lda, double *tau) {
+    const vdna_blas_int one = 1;
+    const size_t ld = (size_t)lda;
+    for (vdna_blas_int c = 0; c < nc; c++) {
+        double *col = a + (size_t)c * ld;
+        vdna_blas_int len = rows - c;
+        VDNA_F77(dlarfg)(&len, col + c, col + c + 1, &one, &tau[c]);
+        if (tau[c] == 0.0) continue;
+        for (vdna_blas_int j = c + 1; j < nc; j++) { /* apply H = I - tau v v^T, v = (1, col[c+1..]) */
+            double *cj = a + (size_t)j * ld;
+            double w = cj[c];
+            for (vdna_blas_int i = c + 1; i < rows; i++) w += col[i] * cj[i];
+            w *= tau[c];
+            cj[c] -= w;
+            for (vdna_blas_int i = c + 1; i < rows; i++) cj[i] -= w * col[i];
+        }
+    }
+}
+
+/* Householder LQ of the nr x cols row panel a, stored as dgelqf stores it (L on and below the
+ * diagonal, the reflectors' tails right of it, tau: min(nr, cols) of them); see panel_qr.
+ * w: nr doubles of workspace. */
+static void panel_lq(vdna_blas_int nr, vdna_blas_int cols, double *a, vdna_blas_int lda, double *tau, double *w) {
+    const size_t ld = (size_t)lda;
+    for (vdna_blas_int r = 0; r < nr && r < cols; r++) {
+        vdna_blas_int len = cols - r;
+        double *head = a + (size_t)r * ld + (size_t)r; /* a[r, r]; the row continues with stride lda */
+        VDNA_F77(dlarfg)(&len, head, head + ld, &lda, &tau[r]);
+        if (tau[r] == 0.0) continue;
+        /* rows r+1 .. nr-1 times H = I - tau v v^T, v = (1, a[r, r+1..]): w = A v, A -= tau w v^T */
+        for (vdna_blas_int j = r + 1; j < nr; j++) w[j] = a[(size_t)r * ld + (size_t)j];
+        for (vdna_blas_int i = r + 1; i < cols; i++) {
+            const double *ci = a + (size_t)i * ld;
+            double vi = ci[r];
+            for (vdna_blas_int j = r + 1; j < nr; j++) w[j] += ci[j] * vi;
+        }
+        for (vdna_blas_int j = r + 1; j < nr; j++) w[j] *= tau[r];
+        for (vdna_blas_int j = r + 1; j < nr; j++) a[(size_t)r * ld + (size_t)j] -= w[j];
+        for (vdna_blas_int i = r + 1; i < cols; i++) {
+            double *ci = a + (size_t)i * ld;
+            double vi = ci[r];
+            for (vdna_blas_int j = r + 1; j < nr; j++) ci[j] -= w[j] * vi;
+        }
+    }
+}
+
 /* Singular values (into sv, descending) of the m x k column-major matrix a (m >= k > 2 * BAND;
  * destroyed), in two stages. Stage 1 reduces a to upper band form with BAND superdiagonals by
- * alternating QR of BAND columns and LQ of BAND rows, each applied to the rest of the matrix as
- * one block reflector (dlarft + dlarfb: matrix-matrix products); stage 2 reduces the band to
+ * alternating QR of BAND columns and LQ of BAND rows (panel_qr, panel_lq), each applied to the
+ * rest of the matrix as one block reflector (dlarft + dlarfb: matrix-matrix products); stage 2 reduces the band to
  * bidiagonal form (dgbbrd, plane rotations, O(k^2 BAND) flops) and dbdsqr (dqds) takes the
  * bidiagonal's singular values. dgesdd's one-stage dgebrd does half of its 8/3 k^3 flops as
  * matrix-vector products, which run at memory speed; here the same flops are matrix-matrix
@@ -283,7 +331,7 @@ static vdna_status band_singular_values(vdna_blas_int m, vdna_blas_int k, double
                upper = 'U';
     const vdna_blas_int nb = BAND, ldab = BAND + 1, zero_i = 0, one_i = 1;
     const size_t lda = (size_t)m;
-    /* dgeqrf/dgelqf on BAND columns/rows and dlarfb need at most max(m, k) * BAND; dbdsqr 4 k */
+    /* dlarfb needs at most max(m, k) * BAND, dbdsqr 4 k, panel_lq BAND */
     vdna_blas_int lwork = m * nb + 4 * k, info = 0;
     double dummy = 0.0, tau[BAND], t[BAND * BAND];
     double *work = malloc((size_t)lwork * sizeof(double));
@@ -298,16 +346,14 @@ static vdna_status band_singular_values(vdna_blas_int m, vdna_blas_int k, double
         vdna_blas_int jb = k - j < nb ? k - j : nb, rows = m - j, cols = k - j - jb;
         double *ajj = a + (size_t)j * lda + (size_t)j;
         /* columns j .. j+jb-1: upper triangular in rows j .. j+jb-1, the reflectors below */
-        VDNA_F77(dgeqrf)(&rows, &jb, ajj, &m, tau, work, &lwork, &info);
-        if (info != 0) goto lapack_failed;
+        panel_qr(rows, jb, ajj, m, tau);
         if (cols == 0) break;
         double *right_of = ajj + (size_t)jb * lda; /* rows j.., columns j+jb.. */
         VDNA_F77(dlarft)(&forward, &columns, &rows, &jb, ajj, &m, tau, t, &nb);
         VDNA_F77(dlarfb)(&left, &tr, &forward, &columns, &rows, &cols, &jb, ajj, &m, t, &nb, right_of, &m, work,
                          &cols); /* Q^T times the columns to the right */
         /* rows j .. j+jb-1, columns j+jb..: [L 0], L lower triangular, the reflectors right of L */
-        VDNA_F77(dgelqf)(&jb, &cols, right_of, &m, tau, work, &lwork, &info);
-        if (info != 0) goto lapack_failed;
+        panel_lq(jb, cols, right_of, m, tau, work);
         vdna_blas_int below = rows - jb, nref = jb < cols ? jb : cols;
         VDNA_F77(dlarft)(&forward, &rows_v, &cols, &nref, right_of, &m, tau, t, &nb);
         VDNA_F77(dlarfb)(&right, &none, &forward, &rows_v, &below, &cols, &nref, right_of, &m, t, &nb,
