@@ -1,7 +1,7 @@
 """EMD / NFD / FD / distances_to through the public API, against independent NumPy/SciPy computations.
 
 Tolerances: all quantities are O(1)-O(10) sums of a few dozen float64 terms, so 1e-12 relative is far
-above rounding; FD goes through eigendecompositions (ours) vs scipy's Schur-based sqrtm, both backward
+above rounding; FD goes through factors and an SVD (ours) vs scipy's Schur-based sqrtm, both backward
 stable on these well-conditioned 3x3 / 5x5 matrices, hence 1e-9.
 """
 import subprocess

@@ -174,7 +174,7 @@ def _distance_cases():
 
 def _tolerance(dtype_name):
     if dtype_name == "torch.float64":
-        # Both sides compute in float64; FD differs in method (scipy sqrtm there, eigenvalues here).
+        # Both sides compute in float64; FD differs in method (scipy sqrtm there, factors and an SVD here).
         return dict(rtol=1e-9, atol=1e-12)
     # The reference computed these in float32 (float32 data, float32 result buffers, or
     # torch.Tensor(list) for FD's mean over layers): agreement to float32 precision, with

@@ -96,6 +96,12 @@ def FD(
     All layers: mean of the per-layer FDs (``weights``: one per layer, Σ w_l·FD_l). One layer: its FD.
     One neuron, or ``return_neuron_wise``: the 1-D Fréchet distance of the neurons' marginals
     (reference semantics).
+
+    A layer's FD is computed in float64 from factors of the two covariances (the nuclear norm of
+    F1^T F2; docs/design.md, "The Fréchet distance"): within 1e-9 (tr Σ1 + tr Σ2) of the exact
+    value for up to 2048 neurons, also for ill-conditioned and singular covariances (fewer images
+    than neurons), and never negative (a rounding-level negative result is returned as 0). The
+    covariances are assumed symmetric positive semi-definite.
     """
     _check_types("FD", (vdna1, vdna2), (LAYER_GAUSSIAN,))
     check_comparable(vdna1, vdna2, "FD")

@@ -57,18 +57,23 @@ vdna_status vdna_nfd(const double *mu1, const double *var1, const double *mu2, c
                      double *out);
 
 /* Frechet distance of two d-dimensional Gaussians (mu: d doubles; sigma: d x d, contiguous, only
- * its symmetric part (S + S^T)/2 is used):
- * ||mu1-mu2||^2 + tr S1 + tr S2 - 2 sum_i sqrt(max(lambda_i, 0)), lambda the eigenvalues of the
- * symmetric S1^(1/2) S2 S1^(1/2), S1^(1/2) from the eigendecomposition of S1 with its negative
- * eigenvalues clipped to 0. Computed without forming the square root: lambda are the eigenvalues
- * of B^T S2 B for S1 = B B^T (B = Cholesky factor when S1 is positive definite, else
- * V diag(sqrt w)); eigenvalues below the numerical-rank tolerance n * eps * max (of S1's and of
- * the product's) count as 0. LAPACK dpotrf/dsyevd + BLAS; no complex arithmetic. Works for
- * rank-deficient (singular) covariances. d == 0 gives 0.
+ * its symmetric part S = (sigma + sigma^T)/2 is used; FD assumes S symmetric positive semi-definite):
+ * ||mu1-mu2||^2 + tr S1 + tr S2 - 2 tr sqrt(S1^(1/2) S2 S1^(1/2)), the last term computed as the
+ * nuclear norm (sum of singular values) of F1^T F2 for factors Si = Fi Fi^T, which never squares a
+ * condition number (docs/design.md, "The Frechet distance"). Fi: the pivoted Cholesky factor when
+ * Si is numerically positive definite (every pivot above 100 d eps max_j Si_jj), else
+ * V diag(sqrt w) over the eigenvalues w of Si above d eps max w (smaller and negative ones are
+ * rounding noise of a singular covariance and count as 0). Singular values by a two-stage
+ * reduction (block QR/LQ to band form, dgbbrd, dbdsqr) for more than 64 columns, dgesdd otherwise.
+ * LAPACK + BLAS; no sqrtm, no complex arithmetic. d == 0 gives 0.
+ * Accuracy: |FD - exact| <= 1e-9 (tr S1 + tr S2) for d <= 2048 on full-rank covariances with
+ * condition numbers up to 1e10, rank-deficient ones and those of fewer samples than dimensions
+ * (tested against the factor oracle in tests/test_fd_accuracy.py; measured errors are ~1e-15).
+ * The result is clipped at 0: for (nearly) identical inputs the formula's rounding-level negative
+ * value is returned as 0, so FD is never negative.
  * Returns VDNA_OK, VDNA_ERR_ARG (NULL, d < 0 or too large for 32-bit LAPACK, a non-finite input),
- * VDNA_ERR_NOMEM, VDNA_ERR_LAPACK (the eigensolver did not converge).
- * Surprise: the result is not clipped; for (nearly) identical inputs it may be a rounding-sized
- * negative number. BLAS threads are the BLAS library's own, not vdna_set_num_threads'. */
+ * VDNA_ERR_NOMEM, VDNA_ERR_LAPACK (a LAPACK routine failed to converge).
+ * Surprise: BLAS threads are the BLAS library's own, not vdna_set_num_threads'. */
 vdna_status vdna_fd(int64_t d, const double *mu1, const double *sigma1, const double *mu2, const double *sigma2,
                     double *out);
 

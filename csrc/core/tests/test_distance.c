@@ -281,6 +281,66 @@ static void test_fd(void) {
     CHECK(vdna_fd(2, z, id, z, id, NULL) == VDNA_ERR_ARG);
 }
 
+/* S = H diag(lam) H for the Householder reflection H = I - 2 v v^T / (v^T v), v_i = 1 + i % 7
+ * (orthogonal and symmetric, so the eigenvalues of S are lam and its eigenvectors are not the axes). */
+static void rotated_diag(int d, const double *lam, double *s) {
+    double vv = 0.0;
+    for (int i = 0; i < d; i++) vv += (1.0 + i % 7) * (1.0 + i % 7);
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j < d; j++) {
+            double acc = 0.0;
+            for (int k = 0; k < d; k++) {
+                double hik = (i == k) - 2.0 * (1.0 + i % 7) * (1.0 + k % 7) / vv;
+                double hkj = (k == j) - 2.0 * (1.0 + k % 7) * (1.0 + j % 7) / vv;
+                acc += hik * lam[k] * hkj;
+            }
+            s[i * d + j] = acc;
+        }
+}
+
+static void test_fd_ill_conditioned(void) {
+    /* Full rank, condition number 1e10, d = 100 (the two-stage SVD route): S1 = H diag(lam) H,
+     * S2 = c S1 commute, so S1^(1/2) S2 S1^(1/2) = c S1^2 and tr sqrt(.) = sqrt(c) tr S1:
+     * FD = (1 - sqrt c)^2 tr S1 + |mu1 - mu2|^2. With S2 = c H diag(lam') H, lam' = lam with its
+     * second half set to 0 (rank 50): tr sqrt(.) = sqrt(c) sum lam'. FD(S, S) = 0.
+     * The bound is the accuracy contract 1e-9 (tr S1 + tr S2) (docs/design.md, "FD"): the
+     * rounding of forming S (about d eps lam_max per entry) moves FD by ~1e-14 of that scale.
+     * The route used before (eigenvalues of S1^(1/2) S2 S1^(1/2) below d eps lambda_max dropped)
+     * misses it: it drops lam_i below 1.5e-7, 1.5e-7 of the trace scale for FD(S, S). */
+    enum { D = 100 };
+    static double lam[D], lam_half[D], s1[D * D], s2[D * D], s3[D * D];
+    double mu1[D] = {0}, mu2[D] = {0}, tr1 = 0.0, tr_half = 0.0, dm2 = 0.0;
+    const double c = 1.69; /* sqrt c = 1.3 */
+    for (int i = 0; i < D; i++) {
+        lam[i] = pow(10.0, -10.0 * i / (D - 1));
+        lam_half[i] = i < D / 2 ? lam[i] : 0.0;
+        tr1 += lam[i];
+        tr_half += lam_half[i];
+        mu2[i] = 0.01 * (i % 3);
+        dm2 += mu2[i] * mu2[i];
+    }
+    rotated_diag(D, lam, s1);
+    for (int i = 0; i < D * D; i++) s2[i] = c * s1[i];
+    for (int i = 0; i < D; i++) lam_half[i] *= c;
+    rotated_diag(D, lam_half, s3);
+    double fd = -1.0, scale = tr1 + c * tr1;
+    CHECK(vdna_fd(D, mu1, s1, mu2, s2, &fd) == VDNA_OK);
+    CHECK_CLOSE(fd, dm2 + (1.0 - 1.3) * (1.0 - 1.3) * tr1, 1e-9 * scale);
+    CHECK(vdna_fd(D, mu2, s2, mu1, s1, &fd) == VDNA_OK);
+    CHECK_CLOSE(fd, dm2 + (1.0 - 1.3) * (1.0 - 1.3) * tr1, 1e-9 * scale);
+    CHECK(vdna_fd(D, mu1, s1, mu1, s1, &fd) == VDNA_OK);
+    CHECK(fd >= 0.0 && fd <= 1e-9 * 2.0 * tr1);
+    CHECK(vdna_fd(D, mu2, s2, mu2, s2, &fd) == VDNA_OK);
+    CHECK(fd >= 0.0 && fd <= 1e-9 * 2.0 * c * tr1);
+    scale = tr1 + c * tr_half;
+    CHECK(vdna_fd(D, mu1, s1, mu1, s3, &fd) == VDNA_OK); /* positive definite with rank 50 */
+    CHECK_CLOSE(fd, tr1 + c * tr_half - 2.0 * 1.3 * tr_half, 1e-9 * scale);
+    CHECK(vdna_fd(D, mu1, s3, mu1, s1, &fd) == VDNA_OK);
+    CHECK_CLOSE(fd, tr1 + c * tr_half - 2.0 * 1.3 * tr_half, 1e-9 * scale);
+    CHECK(vdna_fd(D, mu1, s3, mu1, s3, &fd) == VDNA_OK);
+    CHECK(fd >= 0.0 && fd <= 1e-9 * 2.0 * c * tr_half);
+}
+
 int main(void) {
     test_emd_hand_values();
     test_emd_errors();
@@ -288,6 +348,7 @@ int main(void) {
     test_emd_many_thread_independence();
     test_nfd();
     test_fd();
+    test_fd_ill_conditioned();
     if (failures) {
         fprintf(stderr, "test_distance: %d failure(s)\n", failures);
         return 1;
