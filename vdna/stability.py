@@ -422,24 +422,26 @@ class SubsetAccumulator:
 class _FrechetToReference:
     """Fréchet distances from many sample sets to one fixed Gaussian N(μr, Σr).
 
-    FD = |μ − μr|² + tr Σ + tr Σr − 2 tr √(Σr^½ Σ Σr^½). With Σ = XcᵀXc / (N − 1) (Xc: the N
-    per-image mean vectors minus their mean μ), the non-zero eigenvalues of Σr^½ Σ Σr^½ are those of
-    the N x N matrix Xc Σr Xcᵀ / (N − 1) (AB and BA share them), so for N < C the distance costs
-    O(N C² + N³) instead of O(C³); for N >= C, Σr^½ (computed once, eigendecomposition clipped at 0)
-    gives the C x C matrix directly. Eigenvalues below 0 (rounding) count as 0. The result agrees with
-    ``vdna.FD`` to rounding (tests: tolerance derived from the traces)."""
+    FD = |μ − μr|² + tr Σ + tr Σr − 2 tr √(Σr^½ Σ Σr^½), by the route ``vdna.FD`` takes
+    (docs/design.md, "The Fréchet distance"): tr √(Σr^½ Σ Σr^½) is the nuclear norm of FrᵀF for any
+    factors Σr = Fr Frᵀ and Σ = F Fᵀ, and a subset's covariance comes factored: Σ = XcᵀXc / (N − 1)
+    (Xc: its N per-image mean vectors minus their mean), so F = Xcᵀ / √(N − 1). Fr (eigenvectors
+    scaled by √λ, negative rounding-level eigenvalues clipped to 0) is computed once per reference;
+    each subset then costs one C x C by C x N product and the singular values of the C x N result,
+    and no condition number is squared. The result agrees with ``vdna.FD`` to rounding (tests:
+    tolerance derived from the traces); a rounding-level negative is returned as 0, as there."""
 
     def __init__(self, mu, sigma):
         self.mu = np.asarray(mu, dtype=np.float64)
         self.sigma = np.asarray(sigma, dtype=np.float64)
         self.trace = float(np.trace(self.sigma))
-        self._sqrt = None
+        self._factor = None
 
-    def _sigma_sqrt(self) -> np.ndarray:
-        if self._sqrt is None:
-            w, v = np.linalg.eigh(self.sigma)
-            self._sqrt = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-        return self._sqrt
+    def _reference_factor(self) -> np.ndarray:
+        if self._factor is None:
+            w, v = np.linalg.eigh((self.sigma + self.sigma.T) * 0.5)
+            self._factor = v * np.sqrt(np.clip(w, 0.0, None))
+        return self._factor
 
     def distance(self, mu, samples) -> float:
         x = np.asarray(samples, dtype=np.float64)
@@ -450,14 +452,9 @@ class _FrechetToReference:
             return d2 + self.trace
         xc = x - np.asarray(mu, dtype=np.float64)
         tr = float(np.einsum("ij,ij->", xc, xc)) / (n - 1)
-        if n < c:
-            m = (xc @ self.sigma) @ xc.T / (n - 1)
-        else:
-            s = self._sigma_sqrt()
-            cov = xc.T @ xc / (n - 1)
-            m = s @ cov @ s
-        ev = np.linalg.eigvalsh((m + m.T) * 0.5)
-        return d2 + tr + self.trace - 2.0 * float(np.sum(np.sqrt(np.clip(ev, 0.0, None))))
+        product = (self._reference_factor().T @ xc.T) / np.sqrt(n - 1)  # Frᵀ F, C x N
+        nuclear = float(np.linalg.svd(product, compute_uv=False).sum())
+        return max(0.0, d2 + tr + self.trace - 2.0 * nuclear)
 
 
 def _check_distributions(distributions) -> Tuple[str, ...]:
