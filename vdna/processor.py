@@ -495,6 +495,7 @@ def _run_identity(stream, src, num_images, shuffle_files, seed, crop, resize_mod
         "crop_to_square_pre_resize": crop,
         "resize_mode": resize_mode,
         "amp_dtype": str(amp_dtype),
+        "allow_tf32": bool(stream.meta.get("allow_tf32", False)),
         "world_size": 1 if ctx is None else ctx.world_size,
     }
 
