@@ -112,8 +112,8 @@ def test_attribute_dnas_match_direct_accumulation():
                         # means of 16-32 per-image float32 averages, accumulated in float64 in another
                         # order: float32 rounding of the activations (2^-24 relative) dominates
                         for k in ("mu", "var"):
-                            np.testing.assert_allclose(g.data[layer][k], d.data[layer][k], rtol=1e-5,
-                                                       atol=1e-6 * float(np.abs(d.data[layer][k]).max()))
+                            np.testing.assert_allclose(g.data[layer][k], d.data[layer][k], rtol=1e-5,  # derived above
+                                                       atol=1e-6 * float(np.abs(d.data[layer][k]).max()))  # derived above
     summary = attribute_dnas(images, attrs, "tiny", "gaussian", backend="eager", as_distances=True)
     assert isinstance(summary["gaussian"]["dim"], PairDistances)
     with pytest.raises(ValueError, match="both sides"):

@@ -254,8 +254,8 @@ def test_covariance_stable_with_large_mean(shim_dirs, which):
     # so the reference is computed from the same float32-rounded means; what remains is float64 cancellation
     # in the centred sums: 1e8 * eps64 / var ~ 1e8 * 1.1e-16 / 0.08 ~ 1.4e-7 relative per term, hence 1e-6.
     # A naive E[x^2] - E[x]^2 loses everything here (1e16 * eps64 ~ 1).
-    np.testing.assert_allclose(st.cov[2] / 14, np.cov(f - 1e8, rowvar=False), rtol=1e-6)
-    np.testing.assert_allclose(st.moments[2] / 14, np.var(f - 1e8, axis=0, ddof=1), rtol=1e-6)
+    np.testing.assert_allclose(st.cov[2] / 14, np.cov(f - 1e8, rowvar=False), rtol=1e-6)  # derived above
+    np.testing.assert_allclose(st.moments[2] / 14, np.var(f - 1e8, axis=0, ddof=1), rtol=1e-6)  # derived above
     backend.close()
 
 

@@ -93,8 +93,8 @@ def test_calibrate_matches_activation_extremes(data):
         # algorithm (summation order), ~sqrt(27)*eps32 ~ 3e-7 relative of the sum of |terms| for this 3x3x3 conv,
         # so 1e-5 relative (atol for values near 0); a wrong layer or a missed position is off by O(0.1).
         # float32 activations: the eager backend and this forward may differ in the last bits
-        np.testing.assert_allclose(mins, a.min(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(maxs, a.max(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(mins, a.min(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)  # derived above
+        np.testing.assert_allclose(maxs, a.max(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)  # derived above
 
 
 def test_make_histogram_counts_every_position(data):
@@ -115,7 +115,7 @@ def test_make_gaussian_matches_numpy(data, capsys):
         per_image = a.mean(axis=(2, 3))
         # Same float32 forward difference as in the ranges test (~3e-7 relative per activation); the variance of
         # 6 per-image means amplifies it by mean^2/var (~10-100x here), hence 1e-4 there.
-        np.testing.assert_allclose(v.data[layer]["mu"], per_image.mean(axis=0), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(v.data[layer]["mu"], per_image.mean(axis=0), rtol=1e-5, atol=1e-7)  # derived above
         np.testing.assert_allclose(v.data[layer]["var"], per_image.var(axis=0, ddof=1), rtol=1e-4, atol=1e-8)
 
 

@@ -514,7 +514,7 @@ def test_cov_large_mean_small_spread():
     # Mean 1e6, spread 1: the inputs x = 1e6 + y are rounded to 1e6*eps64 ~ 1.2e-10, so x - mean differs from
     # y by ~1e-10 per value; products and the 2000-term sum keep that at ~1e-10 * sqrt(2000) ~ 5e-9 absolute.
     # atol 1e-7 (entries ~1) is met by a shifted algorithm and missed by E[x^2]-E[x]^2 (1e12 * eps64 ~ 1e-4).
-    np.testing.assert_allclose(c.cov, np.cov(y, rowvar=False), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(c.cov, np.cov(y, rowvar=False), rtol=0, atol=1e-7)  # derived above
     # Means ~1e6: NumPy's pairwise sum errs by ~log2(n)*eps64 ~ 11 * 1.1e-16 ~ 1.2e-15 relative, the core's
     # shifted sum less; 1e-14 leaves a factor 8.
     np.testing.assert_allclose(c.mean, x.mean(axis=0), rtol=1e-14)

@@ -168,7 +168,7 @@ def test_normalisation_inside_forward(rand_ext):
     expected = (np.array([1.0, 0.0, 1.0]) - mean) / std
     # (x - mean) / std on one float32 value: two correctly rounded ops, <= 2 ulp = 2.4e-7 relative; 1e-6 allows
     # for the float32 mean/std constants (rounded once each) against the float64 expectation.
-    np.testing.assert_allclose(seen["x"][0, :, 5, 7].numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(seen["x"][0, :, 5, 7].numpy(), expected, rtol=1e-6)  # derived above
 
 
 # A trace records the same aten ops as the eager run, so on one machine they usually agree bit for bit; but

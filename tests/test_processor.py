@@ -157,7 +157,7 @@ def test_stream_accepts_float_tensors_in_unit_range(proc, images):
         # uint8 -> float32 / 255 -> * 255 is not the identity in float32 (<= 1 ulp per pixel, 6e-8 relative);
         # the error passes through a 27-term float32 conv (sqrt(27)*eps32 ~ 3e-7) and a few layers: 1e-5 relative
         # on per-neuron means is generous; feeding 0..1 floats unscaled would be off by x255.
-        np.testing.assert_allclose(b.data[layer]["mu"], a.data[layer]["mu"], rtol=1e-5)
+        np.testing.assert_allclose(b.data[layer]["mu"], a.data[layer]["mu"], rtol=1e-5)  # derived above
 
 
 def test_corrupt_image_is_skipped_recorded_and_strict_raises(proc, folder, tmp_path, tiny_ranges):
@@ -271,7 +271,7 @@ def test_re_registering_an_extractor_is_seen_by_an_existing_processor(proc, imag
     # x2 is exact in binary floating point, so this is exact unless torch picks another conv algorithm for the
     # wrapped module (another float32 summation order, ~sqrt(K)*eps32 ~ 3e-7 relative for K=27); an
     # extractor that was not replaced gives exactly 1x, a factor 2 off.
-    np.testing.assert_allclose(b.data[layer]["mu"], 2 * a.data[layer]["mu"], rtol=1e-6)
+    np.testing.assert_allclose(b.data[layer]["mu"], 2 * a.data[layer]["mu"], rtol=1e-6)  # derived above
 
 
 class _Scaled:

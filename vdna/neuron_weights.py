@@ -25,6 +25,7 @@ from typing import Dict, Iterable, Optional, Sequence
 import numpy as np
 
 from .atomic import write_bytes_atomic, write_text_atomic
+from .accumulator import _check_neurons_list  # one rule for a neurons list (accumulator and weights)
 
 GRANULARITIES = ("neuron", "layer")
 FORMAT_NAME = "vdna-neuron-weights"
@@ -371,19 +372,6 @@ def _identity(like):
                                   and not isinstance(like, (str, bytes, Mapping))):
         return like.feature_extractor_name, _check_neurons_list(like.neurons_list)
     raise TypeError(f"like must be a VDNA (or NeuronWeights), got {type(like).__name__}")
-
-
-def _check_neurons_list(neurons_list) -> Dict[str, int]:
-    if not isinstance(neurons_list, Mapping) or not neurons_list:
-        raise ValueError("neurons_list must be a non-empty mapping {layer: neuron count}")
-    out = {}
-    for layer, count in neurons_list.items():
-        if not isinstance(layer, str):
-            raise ValueError(f"neurons_list: layer names must be strings, got {layer!r}")
-        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or int(count) < 1:
-            raise ValueError(f"neurons_list['{layer}'] must be a positive integer, got {count!r}")
-        out[layer] = int(count)
-    return out
 
 
 def _check_values(values, shape, where: str) -> np.ndarray:
