@@ -36,6 +36,22 @@ class Batch:
         return len(self.indices)
 
 
+
+def split_unreadable(results, strict: bool, prefix: str = ""):
+    """``(rows that decoded, [(name, reason), ...] of those that did not)`` from per-image decode results
+    (None or an ImageReadError each); each unreadable image warns once, or raises when ``strict``."""
+    kept, unreadable = [], []
+    for row, err in enumerate(results):
+        if err is None:
+            kept.append(row)
+            continue
+        if strict:
+            raise err
+        name, reason = f"{prefix}{err.name}", describe_cause(err.cause)
+        warnings.warn(f"skipping unreadable image {name}: {reason}", SkippedImageWarning, stacklevel=3)
+        unreadable.append((name, reason))
+    return kept, unreadable
+
 def load_image_into(source, index, out, size, crop_to_square_mode="none", resize_mode="clean", seed=0):
     """Read, convert, crop and resize image ``index`` of ``source`` into ``out`` ((3, H, W) float32).
 
@@ -166,16 +182,8 @@ def _generate_batches(source, size, batch_size, num_workers, crop, resize_mode, 
             else:
                 results = [w.result() for w in work]
             last_buf = buf
-            kept = []
-            for row, err in enumerate(results):
-                if err is None:
-                    kept.append(row)
-                    continue
-                if strict:
-                    raise err
-                reason = describe_cause(err.cause)
-                warnings.warn(f"skipping unreadable image {err.name}: {reason}", SkippedImageWarning, stacklevel=2)
-                carried.append((err.name, reason))
+            kept, unreadable = split_unreadable(results, strict)
+            carried.extend(unreadable)
             if not kept:
                 submit_next()
                 continue

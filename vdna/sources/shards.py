@@ -15,15 +15,14 @@ import itertools
 import os
 import re
 import tarfile
-import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .batching import Batch, _check_buffer, _check_count
+from .batching import Batch, _check_buffer, _check_count, split_unreadable
 from .crop import check_crop_mode, crop_to_square
-from .errors import ImageReadError, SkippedImageWarning, describe_cause
+from .errors import ImageReadError
 from .listing import has_image_extension
 from .readers import _decode
 from .resize import check_resize_mode, check_size, jpeg_draft_request, resize_image
@@ -180,16 +179,8 @@ def _stream(shards, size, batch_size, num_workers, crop, resize_mode, seed, stri
                 kept_rows, buf = [], None
                 if pending:
                     buf, results = decode(pending)
-                    for row, err in enumerate(results):
-                        if err is None:
-                            kept_rows.append(row)
-                            continue
-                        if strict:
-                            raise err
-                        reason = describe_cause(err.cause)
-                        warnings.warn(f"skipping unreadable image {shard}:{err.name}: {reason}", SkippedImageWarning,
-                                      stacklevel=2)
-                        skipped.append((f"{shard}:{err.name}", reason))
+                    kept_rows, unreadable = split_unreadable(results, strict, prefix=f"{shard}:")
+                    skipped.extend(unreadable)
                     for dst, row in enumerate(kept_rows):
                         if dst != row:
                             buf[dst] = buf[row]
