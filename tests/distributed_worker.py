@@ -120,10 +120,107 @@ def main(out, ranges):
     dist.barrier()
     pattern = os.path.join(shard_dir, "shard-{00..02}.tar")
     proc.make_vdna(pattern, **kw_for("histogram-16")).save(os.path.join(out, f"shards.r{rank}"))
+    report["stability"] = stability_checks(proc, images, ranges, kw, out, rank, world)
     with open(os.path.join(out, f"report.r{rank}.json"), "w") as f:
         json.dump(report, f)
     dist.barrier()
     dist.destroy_process_group()
+
+
+def stability_checks(proc, images, ranges, kw, out, rank, world):
+    """Stability curves over ranks against the one-process curve of the same images (values compared
+    as exact floats: counts and per-image means are exact sums, the curve is computed on one rank)."""
+    from vdna import SubsetAccumulator
+    from vdna.cli import main as cli
+
+    skw = dict(sizes=[2, 4, 7], repeats=3, seed=5, distributions=["histogram-16", "layer-gaussian"],
+               activation_ranges=ranges, feat_extractor_name="tiny", device="cpu", backend="eager", batch_size=1,
+               num_workers=0)
+    refs = [proc.make_vdna(images[:5], distributed=False, **kw_for_stability(kw, ranges, d))
+            for d in ("histogram-16", "layer-gaussian")]
+    report = {}
+
+    def as_json(curve):
+        return None if curve is None else {"metrics": curve.metrics, "full": curve.full,
+                                           "values": {m: curve.values[m].tolist() for m in curve.metrics}}
+
+    report["local"] = as_json(proc.stability(images, refs, distributed=False, **skw))
+    report["ranks"] = as_json(proc.stability(images, refs, **skw))
+    report["dst1"] = as_json(proc.stability(images, refs, dst=1, **skw))
+    # a reference source: its DNAs are made over the ranks too, as make_vdna makes them there (the
+    # Gaussians of a split reference differ from one process's by merge rounding, which FD to a singular
+    # reference covariance amplifies: compare with the distributed make_vdna's DNAs, which must match exactly)
+    refs_ranks = [proc.make_vdna(images[:5], **kw_for_stability(kw, ranges, d))
+                  for d in ("histogram-16", "layer-gaussian")]
+    report["ref_source_local"] = as_json(proc.stability(images, refs_ranks, distributed=False, **skw))
+    report["ref_source_ranks"] = as_json(proc.stability(images, images[:5], **skw))
+    # activations from anywhere: each rank adds its own images (interleaved; NaN in one image)
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(8, 3, 2, 2)) * 2 + 50
+    x[3, 1, 0, 0] = np.nan
+    lay = {"l": 3}
+    hist_ranges = {"l": (np.full(3, 44.0), np.full(3, 56.0))}
+    sub = dict(sizes=[2, 5], repeats=2, seed=1, distributions=["histogram-8", "gaussian"],
+               activation_ranges=hist_ranges)
+    ref = [Accumulator(d, lay, activation_ranges=hist_ranges if d.startswith("hist") else None) for d in
+           ("histogram-8", "gaussian")]
+    for a in ref:
+        a.update({"l": x[:4] + 1.0})
+    ref = [a.compute() for a in ref]
+    x_ok = x.copy()
+    x_ok[3] = x[2]  # the Gaussian curve needs finite per-image means
+    for name, data, dists in (("direct_hist", x, ["histogram-8"]), ("direct_gauss", x_ok, ["gaussian"])):
+        one = SubsetAccumulator(lay, 8, **dict(sub, distributions=dists))
+        one.update({"l": data})
+        mine = SubsetAccumulator(lay, 8, **dict(sub, distributions=dists))
+        idx = np.arange(rank, 8, world)
+        mine.update({"l": data[idx]}, indices=idx)
+        r = [v for v in ref if (v.type == "histogram") == (dists[0].startswith("hist"))]
+        report[name] = [as_json(one.compute(r, distributed=False)), as_json(mine.compute(r))]
+        # a second distributed compute, and compute on a rank that did not sum: clear errors, no hang
+        for key, call in ((f"{name}_again", lambda: mine.compute(r)),
+                          (f"{name}_local_after", lambda: mine.compute(r, distributed=False))):
+            try:
+                call()
+                report[key] = None if rank != 0 or key.endswith("again") else "ok"
+            except ValueError as exc:
+                report[key] = str(exc)
+    # an empty rank (every image on the last rank), an image on two ranks, an image on none
+    for name, idx in (("empty_rank", np.arange(8) if rank == world - 1 else np.arange(0)),
+                      ("twice", np.arange(8) if rank == 0 else np.array([3])),
+                      ("missing", np.arange(rank, 7, world))):
+        acc = SubsetAccumulator(lay, 8, **dict(sub, distributions=["histogram-8"]))
+        acc.update({"l": x[idx]}, indices=idx)
+        try:
+            report[name] = as_json(acc.compute([ref[0]]))
+        except ValueError as exc:
+            report[name] = f"ValueError: {exc}"
+    # ranks disagreeing on settings: the same error on every rank
+    acc = SubsetAccumulator(lay, 8, **dict(sub, distributions=["histogram-8"], seed=rank))
+    acc.update({"l": x[rank::world]}, indices=np.arange(rank, 8, world))
+    try:
+        acc.compute([ref[0]])
+        report["mismatch"] = None
+    except ValueError as exc:
+        report["mismatch"] = str(exc)
+    # `vdna stability` under torchrun: rank 0 writes the CSV
+    folder = os.path.join(out, "images")
+    ref_file = os.path.join(out, "stab_ref")
+    if rank == 0:
+        refs[0].save(ref_file)
+    dist.barrier()
+    report["cli_rc"] = cli(["stability", folder, "--reference", ref_file, "-o", os.path.join(out, f"stab_r{rank}.csv"),
+                            "--sizes", "3", "6", "--repeats", "2", "--backend", "eager", "--device", "cpu",
+                            "--batch-size", "1", "--workers", "0", "--ranges", ranges, "-q"])
+    local = proc.stability(folder, refs[0], sizes=[3, 6], repeats=2, distributed=False,
+                           **{k: v for k, v in skw.items() if k not in ("sizes", "repeats", "seed", "distributions")})
+    if rank == 0:
+        local.to_csv(os.path.join(out, "stab_local.csv"))
+    return report
+
+
+def kw_for_stability(kw, ranges, kind):
+    return dict(kw, distribution_name=kind, activation_ranges=ranges if kind.startswith("histogram") else None)
 
 
 def direct_reduction_checks(rank, world):

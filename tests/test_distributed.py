@@ -155,3 +155,50 @@ def test_rank_images_and_calibrate_over_ranks(out):
         for layer in ref.data:
             for key in ("min", "max"):
                 np.testing.assert_array_equal(v.data[layer][key], ref.data[layer][key])
+
+
+# ------------------------------------------------------------------------------- stability curves
+def _curve_equal(a, b):
+    """Curves as JSON (floats round-trip exactly): equal metric for metric, bit for bit. Exact is the
+    right bound: counts and per-image means are exact sums over ranks and the curve is computed once."""
+    assert a is not None and b is not None
+    assert a["metrics"] == b["metrics"] and a["full"] == b["full"]
+    for m in a["metrics"]:
+        assert a["values"][m] == b["values"][m], m
+
+
+def test_stability_curves_over_ranks_equal_the_one_process_curve(out):
+    for rank in (0, 1):
+        s = report(out, rank)["stability"]
+        _curve_equal(s["ranks"], s["local"])
+        assert {"emd", "fd", "nfd"} <= set(s["local"]["metrics"])
+        _curve_equal(s["ref_source_ranks"], s["ref_source_local"])  # the reference source split too
+        for name in ("direct_hist", "direct_gauss"):  # SubsetAccumulator fed per rank (interleaved images)
+            one, ranks = s[name]
+            _curve_equal(ranks, one)
+        assert s["empty_rank"] is not None
+        _curve_equal(s["empty_rank"], s["direct_hist"][0])
+    # dst=1: the curve on rank 1 only
+    s0, s1 = report(out, 0)["stability"], report(out, 1)["stability"]
+    assert s0["dst1"] is None
+    _curve_equal(s1["dst1"], s0["local"])
+
+
+def test_stability_over_ranks_rejects_bad_splits_on_every_rank(out):
+    for rank in (0, 1):
+        s = report(out, rank)["stability"]
+        assert "added on more than one rank" in s["twice"] and "image 3" in s["twice"]
+        assert "were not added on any rank" in s["missing"] and "image 7" in s["missing"]
+        assert "disagree on their settings" in s["mismatch"] and "seed" in s["mismatch"]
+        for name in ("direct_hist", "direct_gauss"):
+            assert "already reduced over ranks" in s[f"{name}_again"]
+    # after a distributed compute, rank 0 (it summed the states) can compute again; rank 1 is told where
+    assert report(out, 0)["stability"]["direct_hist_local_after"] == "ok"
+    assert "summed on rank 0" in report(out, 1)["stability"]["direct_hist_local_after"]
+
+
+def test_vdna_stability_under_torchrun_writes_from_rank_0_only(out):
+    r0, r1 = report(out, 0)["stability"], report(out, 1)["stability"]
+    assert r0["cli_rc"] == 0 and r1["cli_rc"] == 0
+    assert not (out / "stab_r1.csv").exists()
+    assert (out / "stab_r0.csv").read_text() == (out / "stab_local.csv").read_text()

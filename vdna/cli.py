@@ -865,8 +865,13 @@ def cmd_stability(args) -> int:
                                                else DEFAULT_EXTRACTOR), DEFAULT_DISTRIBUTION)
     for unused in ("shuffle_files", "distribution_name", "strict"):
         kw.pop(unused)
+    rank = _join_torchrun(args.device)
+    if rank is not None:
+        kw["dst"] = 0  # under torchrun, rank 0 gets the curve, writes the files and shows progress
     curve = VDNAProcessor().stability(args.source, reference, sizes=args.sizes, repeats=args.repeats,
                                       distributions=args.distributions, max_memory=int(args.max_memory * 2**30), **kw)
+    if curve is None:  # another rank than 0 under torchrun: its share is in rank 0's curve
+        return EXIT_OK
     rows = []
     for m in curve.metrics:
         try:

@@ -226,6 +226,122 @@ def reduce_accumulator(accumulator, ctx: DistContext, dst: Optional[int] = None)
     return result
 
 
+# ---------------------------------------------------------------------------------- stability curves
+_CHUNK = 1 << 24  # table elements per collective (128 MiB as int64): bounds the extra memory of a reduction
+_UINT32_MAX = 2**32 - 1
+
+
+def subset_curve_over_ranks(acc, reference, ctx: DistContext, dst: Optional[int] = None):
+    """Collective: the stability curve of every rank's images (``SubsetAccumulator.compute`` under
+    torch.distributed).
+
+    The ranks first agree on the accumulator's settings and the reference (every rank raises the
+    same error otherwise), then every rank's state is summed on one rank (``dst``, default 0):
+    histogram tables (as int64 chunks: exact), table image and NaN counts, and the per-image mean
+    vectors (each image's row is non-zero on the one rank that added it, so the sum is that row,
+    exactly). That rank computes the curve; it is sent to the others (JSON: floats round-trip
+    exactly) unless ``dst`` is given. An image added on no rank or on two ranks is an error on every
+    rank; an error while computing on the summing rank is raised there and reported on the others.
+    """
+    from .stability import StabilityCurve, match_references
+
+    if dst is not None and not (isinstance(dst, int) and not isinstance(dst, bool) and 0 <= dst < ctx.world_size):
+        raise ValueError(f"dst must be a rank of the group (0..{ctx.world_size - 1}), got {dst!r}")
+    root = 0 if dst is None else dst
+    error = refs = None
+    try:
+        if acc._reduced_on is not None:
+            raise ValueError("this SubsetAccumulator was already reduced over ranks by an earlier compute(); on the "
+                             "rank that computed the curve, call compute(reference, distributed=False)")
+        refs = match_references(reference, acc.distributions)
+        for name, ref in refs.items():
+            acc._check_reference(name, ref)
+    except Exception as exc:  # noqa: BLE001 - reported to every rank by the settings check
+        error = exc
+    check_same_settings(ctx, acc.settings(), "stability curve", error=error)
+    error = _reduce_subset_state(acc, ctx, root)
+    curve = payload = None
+    if ctx.rank == root:
+        if error is None:
+            try:
+                curve = acc.compute(refs, distributed=False)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, reported to the other ranks
+                error = exc
+        if error is not None:
+            payload = {"error": f"{type(error).__name__}: {error}"}
+        elif dst is None:
+            payload = {"metrics": curve.metrics, "values": {m: curve.values[m].tolist() for m in curve.metrics},
+                       "full": curve.full}
+        else:
+            payload = {}
+    got = all_gather_json(ctx, payload)[root]
+    if error is not None:
+        raise error
+    if "error" in got:
+        raise RuntimeError(f"distributed stability curve stopped: rank {root} failed ({got['error']})")
+    if curve is not None or dst is not None:
+        return curve
+    values = {m: np.array(got["values"][m], dtype=np.float64).reshape(acc.repeats, len(acc.sizes))
+              for m in got["metrics"]}
+    return StabilityCurve(acc.sizes, values, got["full"], acc.permutations, acc.n_images, acc.seed,
+                          list(acc.distributions), list(acc.neurons_list))
+
+
+def _reduce_subset_state(acc, ctx: DistContext, root: int) -> Optional[BaseException]:
+    """Sum every rank's SubsetAccumulator state into ``acc`` on rank ``root`` (the others' states are
+    left as they were). Raises on every rank when an image was added on no rank or on two; returns
+    (on ``root``) an error for counts beyond 32 bits instead of raising, so no rank is left waiting."""
+    import torch
+    import torch.distributed as dist
+
+    def tensor(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(ctx.device)
+
+    seen = tensor(acc._seen.astype(np.int64))
+    dist.all_reduce(seen, op=dist.ReduceOp.SUM, group=ctx.group)
+    seen = seen.cpu().numpy()
+    twice, missing = np.flatnonzero(seen > 1), np.flatnonzero(seen == 0)
+    if twice.size:
+        raise ValueError(f"stability: {twice.size} image(s) (e.g. image {int(twice[0])}) were added on more than one "
+                         "rank; each image must be added once, on one rank")
+    if missing.size:
+        raise ValueError(f"stability: {missing.size} of {acc.n_images} images (e.g. image {int(missing[0])}) were not "
+                         "added on any rank; every image must be added once")
+    mine = ctx.rank == root
+    acc._reduced_on = "here" if mine else root
+    dst = _global_rank(ctx, root)
+
+    def summed(a):
+        t = tensor(a)
+        dist.reduce(t, dst=dst, op=dist.ReduceOp.SUM, group=ctx.group)
+        return t.cpu().numpy() if mine else None
+
+    error = None
+    for layer in acc.neurons_list:
+        if acc._tables:
+            images = summed(acc._table_images[layer])
+            nans = summed(acc._table_nans[layer])
+            flat = acc._tables[layer].reshape(-1)
+            for s in range(0, flat.size, _CHUNK):
+                total = summed(flat[s:s + _CHUNK].astype(np.int64))
+                if not mine:
+                    continue
+                if total.size and int(total.max()) > _UINT32_MAX and error is None:
+                    error = OverflowError(f"stability: layer '{layer}': a histogram count of the summed ranks "
+                                          "exceeds 2^32 - 1; use fewer images per subset size")
+                flat[s:s + _CHUNK] = total if error is None else 0
+            if mine:
+                acc._table_images[layer][:] = images
+                acc._table_nans[layer][:] = nans
+        if acc._means:
+            means = summed(np.where(acc._seen[:, None], acc._means[layer], 0.0))
+            if mine:
+                acc._means[layer][:] = means
+    if mine:
+        acc._seen[:] = True
+    return error
+
+
 def _global_rank(ctx: DistContext, group_rank: int) -> int:
     import torch.distributed as dist
 
@@ -235,4 +351,4 @@ def _global_rank(ctx: DistContext, group_rank: int) -> int:
 
 
 __all__ = ["DistContext", "context", "shard_range", "all_gather_json", "check_same_settings", "agree_on_success",
-           "reduce_accumulator"]
+           "reduce_accumulator", "subset_curve_over_ranks"]

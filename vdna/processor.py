@@ -220,7 +220,11 @@ class VDNAProcessor:
         (default: the reference DNA's), ``batch_size``, ``device``, ``num_workers``,
         ``crop_to_square_pre_resize``, ``resize_mode``, ``backend``, ``extractor_weights``,
         ``activation_ranges``, ``allow_download``, ``max_memory`` (bytes, default 4 GiB; histogram
-        state beyond it goes to a temporary file in ``temp_dir``), ``verbose``.
+        state beyond it goes to a temporary file in ``temp_dir``), ``verbose``, and ``distributed`` /
+        ``group`` / ``dst``: under ``torch.distributed``, each rank reads its share of the images (and
+        of a reference source), the accumulation states are summed on rank ``dst`` (default 0), which
+        computes the curve, and every rank gets it (only ``dst``, when given; the others get None).
+        Each rank holds the full accumulation state (the tables are summed, not split).
 
         The network runs once per image; every subset's DNA is a sum of group accumulations (see
         :mod:`vdna.stability`). Unreadable images raise (a subset must hold the images it names).

@@ -146,6 +146,7 @@ class SubsetAccumulator:
         self._tmp_dir = None
         self._seen = np.zeros(self.n_images, dtype=bool)
         self._next = 0
+        self._reduced_on = None  # after a distributed compute: "here" (this rank holds every rank's state) or a rank
         self.memory = self._plan_memory(temp_dir)
 
         if self._hist_name is not None:
@@ -224,6 +225,9 @@ class SubsetAccumulator:
 
         if not isinstance(activations, Mapping):
             raise TypeError(f"update expects a mapping {{layer: activations}}, got {type(activations).__name__}")
+        if self._reduced_on is not None:
+            raise ValueError("update: this accumulator was already reduced over ranks by a distributed compute(); "
+                             "make a new one for more images")
         if set(activations) != set(self.neurons_list):
             raise ValueError(f"update: layers must be exactly {list(self.neurons_list)}, got {list(activations)}")
         arrays, n = {}, None
@@ -265,9 +269,30 @@ class SubsetAccumulator:
         return int(self._seen.sum())
 
     # -------------------------------------------------------------- results
-    def compute(self, reference) -> "StabilityCurve":
+    def compute(self, reference, distributed: Optional[bool] = None, group=None,
+                dst: Optional[int] = None) -> Optional["StabilityCurve"]:
         """Distances of every subset (and of all images) to ``reference``: a DNA, a list of DNAs or
-        {distribution name: DNA}, one per distribution of this accumulator."""
+        {distribution name: DNA}, one per distribution of this accumulator.
+
+        Under ``torch.distributed`` (a default process group, or ``group=``; ``distributed=False``
+        turns it off) this is a collective: each rank has added its own images (each image on one
+        rank), the states are summed on rank ``dst`` (default 0), which computes the curve, and the
+        curve is returned on every rank (on ``dst`` only, None elsewhere, when ``dst`` is given). The
+        result equals a one-process run's bit for bit (counts and per-image means are exact sums;
+        the curve is computed once). A distributed compute is done once per accumulator; afterwards
+        the rank that computed the curve holds every rank's state (``compute(..., distributed=False)``
+        there gives the curve again). See :func:`vdna.distributed.subset_curve_over_ranks`.
+        """
+        from .distributed import context as dist_context
+
+        ctx = dist_context(distributed, group)
+        if ctx is not None:
+            from .distributed import subset_curve_over_ranks
+
+            return subset_curve_over_ranks(self, reference, ctx, dst)
+        if self._reduced_on not in (None, "here"):
+            raise ValueError(f"compute: this accumulator's images were summed on rank {self._reduced_on} by an "
+                             "earlier distributed compute(); call compute there")
         if self.num_images != self.n_images:
             missing = np.flatnonzero(~self._seen)
             raise ValueError(f"compute: {len(missing)} of {self.n_images} images were not added (e.g. image "
@@ -287,6 +312,15 @@ class SubsetAccumulator:
                 raise RuntimeError("stability: internal error in the curve's shape")
         return StabilityCurve(self.sizes, values, full, self.permutations, self.n_images, self.seed,
                               list(self.distributions), list(self.neurons_list))
+
+    def settings(self) -> dict:
+        """What defines this accumulator's subsets and bins (JSON-able): every rank of a distributed
+        curve must agree on it."""
+        return {"neurons_list": dict(self.neurons_list), "layouts": dict(self.layouts),
+                "feature_extractor_name": self.feature_extractor_name, "n_images": self.n_images,
+                "sizes": self.sizes.tolist(), "repeats": self.repeats, "seed": self.seed,
+                "distributions": list(self.distributions),
+                "activation_ranges_sha256": None if self.activation_ranges is None else self.activation_ranges.checksum()}
 
     def _check_reference(self, name: str, ref: VDNA) -> None:
         if ref.feature_extractor_name != self.feature_extractor_name:
@@ -702,83 +736,133 @@ def stability(
     allow_download: Optional[bool] = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
     temp_dir: Optional[str] = None,
+    distributed: Optional[bool] = None,
+    group=None,
+    dst: Optional[int] = None,
     verbose: bool = False,
-) -> StabilityCurve:
+) -> Optional[StabilityCurve]:
     """The body of :meth:`vdna.VDNAProcessor.stability` (see there)."""
+    from .distributed import context as dist_context
     from .processor import resolve_device, source_batches
     from .sources import open_source
 
-    ref_is_dna = isinstance(reference, (VDNA, Mapping)) or (
-        isinstance(reference, (list, tuple)) and reference and all(isinstance(d, VDNA) for d in reference))
-    if ref_is_dna:
-        match_references(reference, [])  # type checks only
-        given = [reference] if isinstance(reference, VDNA) else list(
-            reference.values() if isinstance(reference, Mapping) else reference)
+    ctx = dist_context(distributed, group)
+    verbose = bool(verbose) and (ctx is None or ctx.rank == 0)  # progress from rank 0 only
+    acc = refs = identity = setup_error = None
+    try:  # under torch.distributed, a rank that fails here still joins the settings check below
+        ref_is_dna = isinstance(reference, (VDNA, Mapping)) or (
+            isinstance(reference, (list, tuple)) and reference and all(isinstance(d, VDNA) for d in reference))
+        if ref_is_dna:
+            match_references(reference, [])  # type checks only
+            given = [reference] if isinstance(reference, VDNA) else list(
+                reference.values() if isinstance(reference, Mapping) else reference)
+            if distributions is None:
+                distributions = [_distribution_of(d) for d in given]
+            if feat_extractor_name is None:
+                feat_extractor_name = given[0].feature_extractor_name
         if distributions is None:
-            distributions = [_distribution_of(d) for d in given]
+            distributions = DEFAULT_DISTRIBUTIONS
+        distributions = _check_distributions(distributions)
         if feat_extractor_name is None:
-            feat_extractor_name = given[0].feature_extractor_name
-    if distributions is None:
-        distributions = DEFAULT_DISTRIBUTIONS
-    distributions = _check_distributions(distributions)
-    if feat_extractor_name is None:
-        feat_extractor_name = "mugs_vit_base"
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if isinstance(repeats, bool) or int(repeats) < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+            feat_extractor_name = "mugs_vit_base"
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(repeats, bool) or int(repeats) < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
 
-    dev = resolve_device(device)
-    extractor = processor.get_extractor(feat_extractor_name, extractor_weights=extractor_weights,
-                                        allow_download=allow_download)
-    be = processor.get_backend(extractor, dev, backend, None)
-    info = extractor.info
-    if any(d.startswith("histogram") for d in distributions) and activation_ranges is None:
-        activation_ranges = extractor.activation_ranges()
-    src = open_source(source, num_images=num_images, shuffle=False, seed=seed)
-    n = len(src)
-    if n < 1:
-        raise ValueError("stability: the source has no images")
-    sizes = check_sizes(sizes, n)
-    if ref_is_dna:
-        refs = match_references(reference, distributions)
-    else:
-        refs = _reference_dnas(be, info, reference, distributions, activation_ranges, batch_size, num_workers,
-                               crop_to_square_pre_resize, resize_mode, seed, verbose)
-    acc = SubsetAccumulator(dict(info.neurons_per_layer), n, sizes=sizes, repeats=repeats, seed=seed,
-                            distributions=distributions, activation_ranges=activation_ranges,
-                            layouts=dict(info.layouts), feature_extractor_name=info.name, max_memory=max_memory,
-                            temp_dir=temp_dir)
+        dev = resolve_device(device)
+        extractor = processor.get_extractor(feat_extractor_name, extractor_weights=extractor_weights,
+                                            allow_download=allow_download)
+        be = processor.get_backend(extractor, dev, backend, None)
+        info = extractor.info
+        if any(d.startswith("histogram") for d in distributions) and activation_ranges is None:
+            activation_ranges = extractor.activation_ranges()
+        src = open_source(source, num_images=num_images, shuffle=False, seed=seed)
+        n = len(src)
+        if n < 1:
+            raise ValueError("stability: the source has no images")
+        sizes = check_sizes(sizes, n)
+        if ref_is_dna:
+            refs = match_references(reference, distributions)
+        acc = SubsetAccumulator(dict(info.neurons_per_layer), n, sizes=sizes, repeats=repeats, seed=seed,
+                                distributions=distributions, activation_ranges=activation_ranges,
+                                layouts=dict(info.layouts), feature_extractor_name=info.name, max_memory=max_memory,
+                                temp_dir=temp_dir)
+        if refs is not None:
+            for name, ref in refs.items():  # fail before the pass, not after it
+                acc._check_reference(name, ref)
+        identity = dict(acc.settings(), source_images=n, crop_to_square_pre_resize=crop_to_square_pre_resize,
+                        resize_mode=resize_mode, reference_is_dna=bool(ref_is_dna))
+    except Exception as exc:
+        if acc is not None:
+            acc.close()
+        if ctx is None:
+            raise
+        setup_error = exc
+    if ctx is not None:  # every rank raises here (the same error) if any rank differs or failed
+        from .distributed import check_same_settings
+
+        check_same_settings(ctx, identity, "stability", error=setup_error)
     try:
-        for name, ref in refs.items():  # fail before the pass, not after it
-            acc._check_reference(name, ref)
+        if refs is None:  # a reference source: its DNAs, made with the same settings (split across ranks too)
+            refs = _reference_dnas(be, info, reference, distributions, activation_ranges, batch_size, num_workers,
+                                   crop_to_square_pre_resize, resize_mode, seed, verbose, ctx)
+            for name, ref in refs.items():
+                acc._check_reference(name, ref)  # the same on every rank: the DNAs are reduced
         import torch
 
-        for batch in source_batches(src, info, int(batch_size), num_workers, crop_to_square_pre_resize, resize_mode,
-                                    seed, True, verbose, desc="vdna stability"):
-            if len(batch.indices):
-                acc.update(be.forward(torch.from_numpy(batch.images)), indices=batch.indices)
-        return acc.compute(refs)
+        error = None
+        start, stop = (0, n) if ctx is None else ctx.shard(n)
+        try:
+            for batch in source_batches(src, info, int(batch_size), num_workers, crop_to_square_pre_resize,
+                                        resize_mode, seed, True, verbose, desc="vdna stability", start=start,
+                                        stop=stop):
+                if len(batch.indices):
+                    acc.update(be.forward(torch.from_numpy(batch.images)), indices=batch.indices)
+        except Exception as exc:
+            if ctx is None:
+                raise
+            error = exc
+        if ctx is not None:
+            from .distributed import agree_on_success
+
+            agree_on_success(ctx, error)
+            return acc.compute(refs, distributed=True, group=ctx.group, dst=dst)
+        return acc.compute(refs, distributed=False)
     finally:
         acc.close()
 
 
 def _reference_dnas(be, info, reference, distributions, activation_ranges, batch_size, num_workers, crop, resize_mode,
-                    seed, verbose) -> Dict[str, VDNA]:
-    """One pass over a reference source into one Accumulator per distribution."""
+                    seed, verbose, ctx=None) -> Dict[str, VDNA]:
+    """One pass over a reference source into one Accumulator per distribution (under torch.distributed:
+    each rank reads its share of the images and the accumulators are reduced, on every rank)."""
     import torch
 
     from .accumulator import Accumulator
     from .processor import source_batches
     from .sources import open_source
 
-    src = open_source(reference, shuffle=False, seed=seed)
-    accs = {d: Accumulator(d, dict(info.neurons_per_layer), activation_ranges=activation_ranges if d.startswith(
-        "histogram") else None, layouts=dict(info.layouts), feature_extractor_name=info.name) for d in distributions}
-    for batch in source_batches(src, info, int(batch_size), num_workers, crop, resize_mode, seed, True, verbose,
-                                desc="vdna stability reference"):
-        if len(batch.indices):
-            acts = be.forward(torch.from_numpy(batch.images))
-            for a in accs.values():
-                a.update(acts)
-    return {d: a.compute() for d, a in accs.items()}
+    error = accs = None
+    try:
+        src = open_source(reference, shuffle=False, seed=seed)
+        accs = {d: Accumulator(d, dict(info.neurons_per_layer), activation_ranges=activation_ranges if d.startswith(
+            "histogram") else None, layouts=dict(info.layouts), feature_extractor_name=info.name)
+            for d in distributions}
+        start, stop = (0, len(src)) if ctx is None else ctx.shard(len(src))
+        for batch in source_batches(src, info, int(batch_size), num_workers, crop, resize_mode, seed, True, verbose,
+                                    desc="vdna stability reference", start=start, stop=stop):
+            if len(batch.indices):
+                acts = be.forward(torch.from_numpy(batch.images))
+                for a in accs.values():
+                    a.update(acts)
+    except Exception as exc:
+        if ctx is None:
+            raise
+        error = exc
+    if ctx is None:
+        return {d: a.compute() for d, a in accs.items()}
+    from .distributed import agree_on_success, reduce_accumulator
+
+    agree_on_success(ctx, error)
+    return {d: reduce_accumulator(a, ctx).compute() for d, a in accs.items()}
