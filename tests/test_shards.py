@@ -10,7 +10,7 @@ import pytest
 import tiny_extractor  # noqa: F401  (registers "tiny")
 from vdna import VDNAProcessor, procedural
 from vdna.checkpoint import load_checkpoint
-from vdna.sources import TarShards, expand_braces, iter_shard_batches
+from vdna.sources import TarShards, expand_braces, iter_shard_batches, open_source
 
 KW = dict(feat_extractor_name="tiny", device="cpu", backend="eager", verbose=False, num_workers=0)
 
@@ -60,11 +60,12 @@ def test_streamed_shards_give_the_listing_readers_dna(tmp_path):
     folder = write_shards(tmp_path / "s", 3, 4, bad=(1, 2))
     shards = [str(folder / f"shard-{s:06d}.tar") for s in range(3)]
     proc = VDNAProcessor()
+    listed = open_source(shards)  # the listing reader: every member listed first
     with pytest.warns(UserWarning):
-        ranges = proc.make_vdna(shards, distribution_name="activation-ranges", batch_size=1, **KW)
+        ranges = proc.make_vdna(listed, distribution_name="activation-ranges", batch_size=1, **KW)
     # batch_size=1 on both: tiny's CPU convolutions may depend on how images are batched
     with pytest.warns(UserWarning):
-        ref = proc.make_vdna(shards, distribution_name="histogram-12", activation_ranges=ranges, batch_size=1, **KW)
+        ref = proc.make_vdna(listed, distribution_name="histogram-12", activation_ranges=ranges, batch_size=1, **KW)
     with pytest.warns(UserWarning):
         v = proc.make_vdna(str(folder / "shard-{000000..000002}.tar"), distribution_name="histogram-12",
                            activation_ranges=ranges, batch_size=1, **KW)
@@ -72,6 +73,26 @@ def test_streamed_shards_give_the_listing_readers_dna(tmp_path):
     for layer in ref.data:
         np.testing.assert_array_equal(v.data[layer], ref.data[layer])
     assert [s["name"] for s in v.meta["skipped_files"]] == [f"{shards[1]}:00000006.png"]
+    # a list of shard paths is streamed too (never listed), unless num_images selects images
+    import vdna.sources
+
+    real_open = vdna.sources.open_source
+
+    def no_listing(*args, **kwargs):
+        raise AssertionError("a list of tar shards was listed instead of streamed")
+
+    vdna.sources.open_source = no_listing
+    try:
+        with pytest.warns(UserWarning):
+            w = proc.make_vdna(shards, distribution_name="histogram-12", activation_ranges=ranges, batch_size=1, **KW)
+        with pytest.raises(AssertionError, match="listed instead of streamed"):
+            proc.make_vdna(shards, num_images=3, distribution_name="gaussian", **KW)
+    finally:
+        vdna.sources.open_source = real_open
+    assert w.num_images == 11
+    for layer in ref.data:
+        np.testing.assert_array_equal(w.data[layer], ref.data[layer])
+    assert proc.make_vdna(shards, num_images=3, distribution_name="gaussian", **KW).num_images == 3  # listed: 3 members
     with pytest.raises(ValueError, match="num_images and shuffle_files are not supported"):
         proc.make_vdna(TarShards(shards), num_images=3, **KW)
 

@@ -464,11 +464,18 @@ def source_batches(src, info, batch_size, num_workers, crop, resize_mode, seed, 
 
 
 def _tar_shard_stream(source, num_images, shuffle_files):
-    """``source`` as a ``TarShards`` stream when it is one (or a brace pattern of shards), else None."""
+    """``source`` as a ``TarShards`` stream when it is one, a brace pattern of shards, or a list of
+    ``.tar`` paths (a list is listed member by member instead, by ``open_source``, when ``num_images``
+    or ``shuffle_files`` select images: those need the full listing); else None."""
     import os
 
     from .sources.shards import TarShards, has_braces
 
+    if isinstance(source, (list, tuple)) and source and all(
+            isinstance(p, (str, os.PathLike)) and os.fspath(p).endswith(".tar") for p in source):
+        if num_images not in (-1, None) or shuffle_files:
+            return None
+        return TarShards(source)
     if not isinstance(source, TarShards):
         if not isinstance(source, (str, os.PathLike)) or os.path.exists(source) or not has_braces(source):
             return None
