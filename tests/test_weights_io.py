@@ -40,12 +40,17 @@ def test_weights_from_npy_npz_and_json(tmp_path, dna):
     ("w.json", "{not json", r"w\.json: not valid JSON"),
     ("w.npy", "garbage", r"w\.npy: not a readable \.npy"),
     ("w.npz", "garbage", r"w\.npz.*corrupt"),
-    ("w.txt", "1 2 3", r"w\.txt: use \.npy"),
+    ("w.txt", "1 2 3", r"w\.txt: use a neuron weights pair.*\.npy"),
 ])
 def test_bad_weights_files_are_value_errors_naming_the_file(tmp_path, dna, name, content, message):
     (tmp_path / name).write_text(content)
     with pytest.raises(ValueError, match=message):
         read_neuron_weights(str(tmp_path / name), dna)
+    if "has no weights" not in message:  # NeuronWeights.from_file reads plain files with the same reader
+        from vdna import NeuronWeights
+
+        with pytest.raises(ValueError, match=message):
+            NeuronWeights.from_file(str(tmp_path / name), like=dna)
 
 
 def test_pickled_npy_weights_are_refused(tmp_path, dna):

@@ -287,50 +287,26 @@ class NeuronWeights:
           of ``layer`` (weights 0 on the other layers);
         - ``.npz`` or ``.json`` alone: ``{layer: [weights]}`` (or ``{layer: weight}`` for layer weights).
         """
-        from .files import pair_paths, read_npz
+        from .files import pair_paths
+        from .weights_io import read_weights_file
 
         path = os.fspath(path)
         lower = path.lower()
-        json_path, npz_path = pair_paths(path)
+        json_path, _ = pair_paths(path)
         if not lower.endswith(".npy") and os.path.isfile(json_path) and _read_header(json_path, strict=False):
             w = cls.load(path)
             w.check_compatible(like)
             return w
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"neuron weights file not found: {path}")
-        ext, neurons = _identity(like)
-        if lower.endswith(".npy"):
-            try:
-                flat = np.load(path, allow_pickle=False)
-            except (ValueError, OSError) as exc:
-                raise ValueError(f"{path}: not a readable .npy array ({exc})") from exc
-            flat = np.asarray(flat).reshape(-1) if np.ndim(flat) <= 1 else flat
-            if layer is not None and np.ndim(flat) == 1 and flat.shape[0] == neurons.get(layer) \
+        _, neurons = _identity(like)
+        raw = read_weights_file(path)
+        if isinstance(raw, np.ndarray):
+            flat = raw.reshape(-1) if raw.ndim <= 1 else raw
+            if layer is not None and flat.ndim == 1 and flat.shape[0] == neurons.get(layer) \
                     and flat.shape[0] not in (sum(neurons.values()), len(neurons)):
-                values = {l: np.asarray(flat) if l == layer else np.zeros(c) for l, c in neurons.items()}
+                values = {l: flat if l == layer else np.zeros(c) for l, c in neurons.items()}
                 return _wrap_errors(path, lambda: cls.from_dict(values, like, "neuron"))
             return _wrap_errors(path, lambda: cls.from_array(flat, like))
-        if lower.endswith(".npz"):
-            per_layer = read_npz(path)
-        elif lower.endswith(".json"):
-            if os.path.getsize(path) > 64 << 20:  # one number per neuron: megabytes at most
-                raise ValueError(f"{path}: too large for a neuron weights file (at most 64 MiB)")
-            try:
-                with open(path, "r", encoding="utf-8") as f:
-                    obj = json.load(f)
-            except RecursionError:
-                raise ValueError(f"{path}: not valid neuron weights (JSON nested too deeply)") from None
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-            if isinstance(obj, list):
-                return _wrap_errors(path, lambda: cls.from_array(np.asarray(obj, dtype=np.float64), like))
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}: expected {{layer: [weights]}} or a list, got {type(obj).__name__}")
-            per_layer = {str(k): _json_number_array(v, path, k) for k, v in obj.items()}
-        else:
-            raise ValueError(f"weights file {path}: use a neuron weights pair (W.json + W.npz, from `vdna weights "
-                             "learn` or NeuronWeights.save), .npy (one weight per neuron, network order), .npz or "
-                             ".json ({layer: [weights]})")
+        per_layer = raw
         if layer is not None and set(per_layer) == {layer}:
             per_layer = {l: per_layer[l] if l == layer else (np.zeros(c) if np.ndim(per_layer[layer]) else 0.0)
                          for l, c in neurons.items()}
@@ -421,14 +397,6 @@ def _read_header(json_path: str, strict: bool = True) -> Optional[dict]:
         raise ValueError(f"{json_path}: written with neuron weights format {version}; this vdna reads up to "
                          f"{FORMAT_VERSION}: upgrade vdna")
     return header
-
-
-def _json_number_array(value, path, key) -> np.ndarray:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) or
-                                       (isinstance(value, list) and all(isinstance(x, (int, float)) and
-                                                                        not isinstance(x, bool) for x in value))):
-        raise ValueError(f"{path}: weights of layer '{key}' must be a number or a list of numbers")
-    return np.asarray(value, dtype=np.float64)
 
 
 def _wrap_errors(path, build):

@@ -10,9 +10,37 @@ import os
 
 import numpy as np
 
-__all__ = ["read_neuron_weights"]
+__all__ = ["read_neuron_weights", "read_weights_file"]
 
 MAX_JSON_BYTES = 64 << 20  # a weights file holds one number per neuron: megabytes at most
+
+
+def read_weights_file(path: str):
+    """The contents of a plain weights file (not a NeuronWeights pair): a float64 array as stored
+    (``.npy``, or a JSON list) or ``{layer: float64 array}`` (``.npz``, or a JSON object whose values
+    are numbers or lists of numbers). The one reader of these formats (``read_neuron_weights`` and
+    ``NeuronWeights.from_file`` interpret what it returns). FileNotFoundError for a missing file;
+    ValueError, naming the file, for anything else."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {path}")
+    lower = path.lower()
+    if lower.endswith(".npy"):
+        return _as_array(_read_npy(path), path)
+    if lower.endswith(".npz"):
+        from .files import read_npz
+
+        return {str(k): _as_array(v, path, f" (layer '{k}')") for k, v in read_npz(path).items()}
+    if lower.endswith(".json"):
+        obj = _read_json(path)
+        if isinstance(obj, list):
+            return _as_array(obj, path)
+        if not isinstance(obj, dict):
+            raise ValueError(f"weights file {path}: expected {{layer: [weights]}} or a list, got {type(obj).__name__}")
+        return {str(k): _json_numbers(v, path, k) for k, v in obj.items()}
+    raise ValueError(f"weights file {path}: use a neuron weights pair (W.json + W.npz, from `vdna weights learn` or "
+                     "NeuronWeights.save), .npy (one weight per neuron, network order), .npz or .json "
+                     "({layer: [weights]})")
 
 
 def read_neuron_weights(path: str, vdna, layer=None, metric: str = "EMD"):
@@ -28,28 +56,14 @@ def read_neuron_weights(path: str, vdna, layer=None, metric: str = "EMD"):
     path = os.fspath(path)
     if is_weights_file(path):  # written by NeuronWeights.save / `vdna weights learn`: checked against the DNA
         return NeuronWeights.from_file(path, like=vdna)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file not found: {path}")
-    lower = path.lower()
-    if lower.endswith(".npy"):
-        return _as_weights(_read_npy(path), path)
-    if lower.endswith(".npz"):
-        from .files import read_npz
-
-        per_layer = read_npz(path)
-    elif lower.endswith(".json"):
-        obj = _read_json(path)
-        if not isinstance(obj, dict):
-            return _as_weights(obj, path)
-        per_layer = obj
-    else:
-        raise ValueError(f"weights file {path}: use .npy (one weight per neuron, network order), .npz or .json "
-                         "({layer: [weights]})")
+    raw = read_weights_file(path)
+    if isinstance(raw, np.ndarray):
+        return raw.reshape(-1)
     layers = [layer] if layer is not None else list(vdna.neurons_list)
-    missing = [l for l in layers if l not in per_layer]
+    missing = [l for l in layers if l not in raw]
     if missing:
         raise ValueError(f"weights file {path} has no weights for layer(s) {missing}")
-    return np.concatenate([_as_weights(per_layer[l], path, f" (layer '{l}')") for l in layers])
+    return np.concatenate([raw[l].reshape(-1) for l in layers])
 
 
 def _read_npy(path: str) -> np.ndarray:
@@ -74,9 +88,18 @@ def _read_json(path: str):
         raise ValueError(f"weights file {path}: not valid JSON ({exc})") from None
 
 
-def _as_weights(value, path: str, where: str = "") -> np.ndarray:
+def _json_numbers(value, path: str, key) -> np.ndarray:
+    """A JSON layer entry: a number or a flat list of numbers (booleans are not numbers here)."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) or
+                                       (isinstance(value, list) and all(isinstance(x, (int, float)) and
+                                                                        not isinstance(x, bool) for x in value))):
+        raise ValueError(f"weights file {path} (layer '{key}'): weights must be numbers (a number or a flat list "
+                         "of numbers)")
+    return _as_array(value, path, f" (layer '{key}')")
+
+
+def _as_array(value, path: str, where: str = "") -> np.ndarray:
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        return np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"weights file {path}{where}: weights must be numbers") from None
-    return arr.reshape(-1)
