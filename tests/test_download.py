@@ -129,6 +129,43 @@ def test_download_url_errors_name_the_url(online, server, tmp_path):
     assert not (tmp_path / "m.bin").exists()
 
 
+def test_download_url_stalled_server_times_out(online, tmp_path):
+    """A server that accepts the connection and never answers: an OSError naming the URL after the
+    timeout, not a hang, and nothing left at the destination."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # the kernel completes the handshake; nobody ever reads or answers
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/w.pth"
+        t0 = time.monotonic()
+        with pytest.raises(OSError, match=r"could not download http://127\.0\.0\.1:\d+/w\.pth.*timed out"):
+            download_url(url, tmp_path / "w.pth", progress=False, timeout=0.5)
+        assert time.monotonic() - t0 < 30  # bounded by the timeout (generous for a loaded machine)
+    finally:
+        listener.close()
+    assert not (tmp_path / "w.pth").exists() and _files_under(tmp_path) == []
+
+
+def test_download_url_truncated_body_is_rejected(online, server, tmp_path, monkeypatch):
+    """A body shorter than its Content-Length (a dropped connection): OSError, nothing written."""
+    import http.client
+
+    url = server.add("/files/t.bin", PAYLOAD)
+    real_read = http.client.HTTPResponse.read
+
+    def short_read(self, amt=None):
+        data = real_read(self, amt)
+        return data[: len(data) // 2] if data else data
+
+    monkeypatch.setattr(http.client.HTTPResponse, "read", short_read)
+    with pytest.raises(OSError, match=r"could not download .*t\.bin"):
+        download_url(url, tmp_path / "t.bin", progress=False)
+    assert _files_under(tmp_path) == []
+
+
 # ---------------------------------------------------------------- checkpoints at plain URLs
 
 def _tiny_vit_entry(monkeypatch, name, **changes):

@@ -14,9 +14,9 @@ The cache folder is ``$VDNA_HOME`` when set, else ``~/.cache/vdna``. Its layout 
 - ``hub/<repo_type>/<owner>/<repo>/<path in the repository>``: files of Hugging Face hub
   repositories (activation ranges, the Mugs checkpoints, published DNAs), see ``vdna.hub``.
 
-Plain URLs are fetched with ``torch.hub.download_url_to_file`` (a temporary file next to the
-destination, moved into place only after the SHA-256 check), so a corrupt or interrupted download
-never leaves a file that looks complete. Expected digests are full SHA-256 hex digests or a prefix
+Plain URLs are fetched by ``download_url`` (streamed into a temporary file next to the destination,
+moved into place only after the SHA-256 check, with a timeout on every network wait), so a corrupt,
+interrupted or stalled download never leaves a file that looks complete and never hangs. Expected digests are full SHA-256 hex digests or a prefix
 of at least 8 hex digits (torchvision and pytorch-fid put the first 8 in their file names).
 """
 import hashlib
@@ -138,29 +138,65 @@ def describe_spec(spec: str) -> str:
     return spec + ("..." if len(spec) < 64 else "")
 
 
-def download_url(url: str, dest: Union[str, os.PathLike], sha256: Optional[str] = None,
-                 progress: bool = True) -> Path:
-    """Download ``url`` to ``dest`` with ``torch.hub.download_url_to_file`` and return ``dest``.
+DOWNLOAD_TIMEOUT = 60.0  # seconds without a byte (connect or read) before a download is abandoned
+_CHUNK = 1 << 20
 
-    Callers decide first whether downloading is allowed (``downloads_allowed``). ``sha256`` (full,
-    or a prefix of >= 8 hex digits) is checked before the file is moved into place; on a mismatch
-    ``ChecksumMismatchError`` is raised and nothing is left at ``dest`` (an existing file there is
-    kept). Network errors become ``OSError`` naming the URL.
+
+def download_url(url: str, dest: Union[str, os.PathLike], sha256: Optional[str] = None,
+                 progress: bool = True, timeout: Optional[float] = None) -> Path:
+    """Download ``url`` to ``dest`` and return ``dest``.
+
+    Callers decide first whether downloading is allowed (``downloads_allowed``). The body is streamed
+    into a temporary file next to ``dest`` (``vdna.atomic``) while its SHA-256 is computed; ``sha256``
+    (full, or a prefix of >= 8 hex digits) is checked before the file is moved into place. On a
+    mismatch ``ChecksumMismatchError`` is raised and nothing is left at ``dest`` (an existing file
+    there is kept). ``timeout``: seconds to wait for the connection and for each read (default
+    ``DOWNLOAD_TIMEOUT``, or ``$VDNA_DOWNLOAD_TIMEOUT``), so a stalled server is an error, not a
+    hang. Network errors, truncated bodies and timeouts become ``OSError`` naming the URL.
     """
-    import torch.hub
+    import urllib.request
+
+    from .atomic import atomic_write
 
     dest = Path(dest)
     spec = check_sha256_spec(sha256)
+    if timeout is None:
+        timeout = float(os.environ.get("VDNA_DOWNLOAD_TIMEOUT", DOWNLOAD_TIMEOUT))
     dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
     try:
-        torch.hub.download_url_to_file(url, os.fspath(dest), hash_prefix=spec, progress=progress)
-    except RuntimeError as exc:
-        if "invalid hash value" not in str(exc):
-            raise
-        raise ChecksumMismatchError(
-            f"download of {url} does not have the published SHA-256 ({describe_spec(spec)}): {exc}; "
-            f"the file was discarded (nothing written to {dest})"
-        ) from exc
-    except (OSError, http.client.HTTPException) as exc:  # URLError, HTTPError, socket errors, truncation
+        request = urllib.request.Request(url, headers={"User-Agent": "vdna"})
+        with urllib.request.urlopen(request, timeout=timeout) as response, atomic_write(dest, "wb") as f:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            bar = None
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name)
+            got = 0
+            try:
+                while True:
+                    chunk = response.read(_CHUNK)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    digest.update(chunk)
+                    got += len(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+            finally:
+                if bar is not None:
+                    bar.close()
+            if total is not None and got != total:
+                raise http.client.IncompleteRead(b"", total - got)
+            actual = digest.hexdigest()
+            if spec is not None and not actual.startswith(spec.lower()):
+                raise ChecksumMismatchError(
+                    f"download of {url} does not have the published SHA-256 ({describe_spec(spec)}; it has "
+                    f"{actual}): the file was discarded (nothing written to {dest})")
+    except ChecksumMismatchError:
+        raise
+    except (OSError, http.client.HTTPException) as exc:  # URLError, HTTPError, timeouts, truncation
         raise OSError(f"could not download {url} to {dest}: {exc}") from exc
     return dest
