@@ -203,6 +203,19 @@ def stability_checks(proc, images, ranges, kw, out, rank, world):
         report["mismatch"] = None
     except ValueError as exc:
         report["mismatch"] = str(exc)
+    # a rank that fails during its share (an unreadable image in rank 1's half): it raises its own error,
+    # the other rank a RuntimeError naming it; nobody waits
+    bad = os.path.join(out, "bad_images")
+    if rank == 0:
+        procedural.write_image_set(bad, 4, seed=3, style="base", size=(40, 48))
+        with open(os.path.join(bad, "zz_broken.png"), "wb") as f:
+            f.write(b"not a png")
+    dist.barrier()
+    try:
+        proc.stability(bad, refs, **dict(skw, sizes=[2, 5]))
+        report["failure"] = None
+    except Exception as exc:  # noqa: BLE001 - the test checks the type and message
+        report["failure"] = f"{type(exc).__name__}: {exc}"
     # `vdna stability` under torchrun: rank 0 writes the CSV
     folder = os.path.join(out, "images")
     ref_file = os.path.join(out, "stab_ref")

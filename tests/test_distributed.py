@@ -192,6 +192,9 @@ def test_stability_over_ranks_rejects_bad_splits_on_every_rank(out):
         assert "disagree on their settings" in s["mismatch"] and "seed" in s["mismatch"]
         for name in ("direct_hist", "direct_gauss"):
             assert "already reduced over ranks" in s[f"{name}_again"]
+    # a rank failing during its share: its own error there, a RuntimeError naming it on the other
+    assert "zz_broken.png" in report(out, 1)["stability"]["failure"]
+    assert report(out, 0)["stability"]["failure"].startswith("RuntimeError: distributed run stopped: rank 1 failed")
     # after a distributed compute, rank 0 (it summed the states) can compute again; rank 1 is told where
     assert report(out, 0)["stability"]["direct_hist_local_after"] == "ok"
     assert "summed on rank 0" in report(out, 1)["stability"]["direct_hist_local_after"]
