@@ -250,3 +250,58 @@ def test_guide_names_exist_and_code_parses():
     for name in re.findall(r"`(\w+)\(", text):
         assert any(hasattr(obj, name) for obj in (vdna, vdna.NeuronWeights, vdna.customise, vdna.customise.PairDistances,
                                                    vdna.procedural, vdna.plots)), name
+
+
+# ------------------------------------------------------------------ settings by cross-validation
+def _fold(rng, signal, n=12):
+    """One independent image set: the attribute pair (neurons 0-2 see it) and 3 keep pairs, each with
+    its own noise (so that weights fitted to one fold's noise do worse on the other)."""
+    def pair(base):
+        return pair_with_distances(base + rng.gamma(2.0, 0.2, n))
+
+    a = np.full(n, 0.2)
+    a[:3] = signal
+    return [pair(a)], [pair(np.full(n, 1.0)) for _ in range(3)]
+
+
+def test_choose_learning_settings_is_the_argmin_of_held_out_fold_losses():
+    from vdna import choose_learning_settings
+
+    rng = np.random.default_rng(5)
+    folds = [_fold(rng, 3.0), _fold(rng, 3.0)]
+    grid = {"regularization": [0.0, 0.1, 1.0], "max_weight": [2.0, None]}
+    got = choose_learning_settings(folds, grid)
+    assert len(got["table"]) == 6
+    # every row recomputed independently: learn on one fold, Δ by hand (1 - d̂·w, d̂ = d / mean d) on the other
+    for row in got["table"]:
+        losses = []
+        for k in (0, 1):
+            (ig_in, kp_in), (ig_out, kp_out) = folds[1 - k], folds[k]
+            w = learn_weights(ig_in, kp_in, regularization=row["regularization"],
+                              max_weight=row["max_weight"]).to_array()
+            flats = [PairDistances(*p).flat() for p in ig_out + kp_out]
+            delta = [1.0 - (d / d.mean()) @ w for d in flats]
+            losses.append(abs(1.0 - delta[0]) + np.mean(np.abs(delta[1:])))
+        # the same float64 sums of 12 terms in another order: a few ulps of the O(1) loss
+        np.testing.assert_allclose(row["fold_losses"], losses, rtol=0, atol=64 * np.finfo(float).eps)
+    best = min(got["table"], key=lambda r: r["loss"])
+    assert (got["regularization"], got["max_weight"], got["loss"]) == (best["regularization"], best["max_weight"],
+                                                                      best["loss"])
+    # a strong pull to uniform weights keeps the attribute's neurons: clearly worse held out here
+    worst = [r for r in got["table"] if r["regularization"] == 1.0]
+    assert all(r["loss"] > got["loss"] for r in worst)
+
+
+def test_choose_learning_settings_bad_input():
+    from vdna import choose_learning_settings
+
+    rng = np.random.default_rng(0)
+    fold = _fold(rng, 3.0)
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        choose_learning_settings([fold])
+    with pytest.raises(ValueError, match="grid takes"):
+        choose_learning_settings([fold, fold], {"alpha": [1]})
+    with pytest.raises(ValueError, match="at least one value"):
+        choose_learning_settings([fold, fold], {"regularization": []})
+    with pytest.raises(TypeError, match=r"folds\[1\]"):
+        choose_learning_settings([fold, "x"])

@@ -4,7 +4,7 @@
 ``load_vdna_from_hub`` are imported on first use.
 """
 from .accumulator import Accumulator
-from .customise import evaluate_weights, learn_weights, sensitivity, sensitivity_deviation
+from .customise import choose_learning_settings, evaluate_weights, learn_weights, sensitivity, sensitivity_deviation
 from .distances import EMD, FD, NFD, distances_to
 from .dna import VDNA, get_vdna
 from .files import load_vdna_from_files
@@ -50,6 +50,7 @@ __all__ = [
     "sensitivity",
     "sensitivity_deviation",
     "learn_weights",
+    "choose_learning_settings",
     "evaluate_weights",
     "__version__",
 ]

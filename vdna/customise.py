@@ -372,6 +372,56 @@ def learn_weights(ignore, keep, *, granularity: str = "neuron", solver: str = "l
                          granularity, meta={"learned": learned})
 
 
+DEFAULT_CV_GRID = {"regularization": (0.0, 0.01, 0.03, 0.1, 0.3), "max_weight": (2.0, 4.0, 16.0, 64.0, None)}
+
+
+def choose_learning_settings(folds, grid: Optional[Mapping] = None, *, granularity: str = "neuron",
+                             solver: str = "lp", **kwargs) -> dict:
+    """``regularization`` and ``max_weight`` for :func:`learn_weights`, chosen by cross-validation.
+
+    ``folds``: two or more ``(ignore, keep)`` tuples, each the pairs of one independent set of images
+    (e.g. one block of training images; the held-out images must not be among them). For every
+    combination of ``grid`` (default :data:`DEFAULT_CV_GRID`: 5 x 5 values), weights are learned on all
+    folds but one and the Eq. 7 loss, mean over ignore pairs of |1 − Δ_a| plus mean over keep pairs of
+    |Δ_b| (``evaluate_weights(...)["loss"]``, no regularization term), is measured on the fold left
+    out; the combination with the lowest
+    mean over folds wins (ties: the earlier in the grid). Returns ``{"regularization", "max_weight",
+    "loss", "table"}``, ``table`` holding every combination's mean loss. Pass the two settings on to
+    ``learn_weights`` over all folds' pairs. ``kwargs`` go to ``learn_weights`` (e.g. ``seed``).
+    """
+    folds = list(folds)
+    if len(folds) < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds of (ignore, keep) pairs, got {len(folds)}")
+    for i, fold in enumerate(folds):
+        if not (isinstance(fold, (tuple, list)) and len(fold) == 2):
+            raise TypeError(f"folds[{i}] must be an (ignore, keep) tuple of pair lists")
+    grid = dict(DEFAULT_CV_GRID if grid is None else grid)
+    unknown = set(grid) - {"regularization", "max_weight"}
+    if unknown or not grid:
+        raise ValueError(f"grid takes 'regularization' and 'max_weight' lists, got {sorted(grid)}")
+    regs = list(grid.get("regularization", (DEFAULT_REGULARIZATION,)))
+    caps = list(grid.get("max_weight", (DEFAULT_MAX_WEIGHT,)))
+    if not regs or not caps:
+        raise ValueError("every grid list needs at least one value")
+    checked = [(check_pairs(ig, f"folds[{i}] ignore", granularity=granularity),
+                check_pairs(kp, f"folds[{i}] keep", granularity=granularity)) for i, (ig, kp) in enumerate(folds)]
+    table = []
+    for reg in regs:
+        for cap in caps:
+            losses = []
+            for k, (ig_out, kp_out) in enumerate(checked):
+                ig_in = [p for j, (ig, _) in enumerate(checked) if j != k for p in ig]
+                kp_in = [p for j, (_, kp) in enumerate(checked) if j != k for p in kp]
+                w = learn_weights(ig_in, kp_in, granularity=granularity, solver=solver, regularization=reg,
+                                  max_weight=cap, **kwargs)
+                losses.append(evaluate_weights(w, ig_out, kp_out)["loss"])
+            table.append({"regularization": float(reg), "max_weight": None if cap is None else float(cap),
+                          "loss": float(np.mean(losses)), "fold_losses": [float(x) for x in losses]})
+    best = min(table, key=lambda row: row["loss"])  # min keeps the first of equal losses
+    return {"regularization": best["regularization"], "max_weight": best["max_weight"], "loss": best["loss"],
+            "table": table}
+
+
 def _check_number(name: str, value, minimum: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
