@@ -32,17 +32,25 @@ training removal ~50% for dna-emd, close to its held-out removal, so the limit t
 objective's settings (the pull to uniform weights and the 4x cap), not over-fitting; this row shows
 what the unregularised Eq. 7 reaches on the same pairs.
 
+Added AFTER the full run (likewise reported apart): one row per method whose learning settings
+(``regularization``, ``max_weight``) are chosen per attribute by 2-fold cross-validation over the two
+training blocks (``vdna.choose_learning_settings``, default 5 x 5 grid); the held-out images play no
+part in the choice. The full run showed training removal close to held-out removal with the defaults
+and over-fitting without them, which is what such a choice addresses.
+
 The paper's numbers (CelebA, 40 attributes, Tab. 2) are printed beside ours for reference only: the
 data, the extractor's training and the attribute count differ. Only the two rows quoted in the issue are
 printed; the paper's other rows are not reproduced here.
 """
 import argparse
+import json
+import os
 import sys
 import time
 
 import numpy as np
 
-from vdna import evaluate_weights, learn_weights, procedural as P
+from vdna import choose_learning_settings, evaluate_weights, learn_weights, procedural as P
 from vdna.customise import PairDistances, attribute_dnas
 
 METHODS = {  # row name: (distribution, granularity, learn_weights keywords)
@@ -73,7 +81,53 @@ class LazyImages:
 
 
 def block_pairs(n_block, split, size, args, start):
-    """{distribution: {attribute: PairDistances}} of one block of images."""
+    """{distribution: {attribute: PairDistances}} of one block of images (read from / written to
+    ``--cache`` when given: the DNAs are the expensive part, the learning is seconds)."""
+    if args.cache:
+        path = os.path.join(args.cache, f"{split}-{start}-{n_block}-{size[0]}x{size[1]}")
+        if os.path.exists(path + ".json"):
+            return load_pairs(path)
+    pairs = _block_pairs(n_block, split, size, args, start)
+    if args.cache:
+        os.makedirs(args.cache, exist_ok=True)
+        save_pairs(path, pairs)
+    return pairs
+
+
+def save_pairs(path, pairs):
+    """PairDistances as JSON (their identity) + NPZ (their distances); no pickles."""
+    meta, arrays = {}, {}
+    for dist, per_attr in pairs.items():
+        for attr, p in per_attr.items():
+            meta[f"{dist}|{attr}"] = {"type": p.type, "hist_nb_bins": p.hist_nb_bins, "metrics": p.metrics,
+                                      "feature_extractor_name": p.feature_extractor_name,
+                                      "neurons_list": p.neurons_list, "ranges_sha256": p.ranges_sha256,
+                                      "granularities": list(p.metrics)}
+            for g in p.metrics:
+                for layer, x in p.distances(g).items():
+                    arrays[f"{dist}|{attr}|{g}|{layer}"] = x
+    np.savez(path + ".npz", **arrays)
+    with open(path + ".json", "w") as f:
+        json.dump(meta, f)
+
+
+def load_pairs(path):
+    with open(path + ".json") as f:
+        meta = json.load(f)
+    out = {}
+    with np.load(path + ".npz", allow_pickle=False) as z:
+        for key, m in meta.items():
+            dist, attr = key.split("|")
+            p = PairDistances.__new__(PairDistances)
+            p.type, p.hist_nb_bins, p.metrics = m["type"], m["hist_nb_bins"], m["metrics"]
+            p.feature_extractor_name, p.ranges_sha256 = m["feature_extractor_name"], m["ranges_sha256"]
+            p.neurons_list = m["neurons_list"]
+            p._d = {g: {layer: z[f"{key}|{g}|{layer}"] for layer in p.neurons_list} for g in m["granularities"]}
+            out.setdefault(dist, {})[attr] = p
+    return out
+
+
+def _block_pairs(n_block, split, size, args, start):
     images = LazyImages(n_block, split, size, start)
     masks = {a: images.table[:, k] for k, a in enumerate(P.ATTRIBUTES)}
     distributions = sorted({d for d, _, _ in METHODS.values()})
@@ -104,6 +158,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a small run to try the script (not the protocol)")
     parser.add_argument("--skip-scale", action="store_true", help="skip the 25,600-neuron learning timing")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="keep each block's pair distances in DIR and reuse them (the learning reruns)")
     args = parser.parse_args()
     block, n_train_blocks, size = (32, 2, (112, 112)) if args.quick else (256, 2, (224, 224))
 
@@ -128,7 +184,30 @@ def main():
                                                        w.meta["learned"]["training"]["removal"],
                                                        w.meta["learned"]["training"]["deviation"], w.nonzero())
         rows[method] = (100 * float(np.mean(removal)), 100 * float(np.mean(deviation)))
+    t_learn = time.perf_counter() - t_start - t_dnas
     t_total = time.perf_counter() - t_start
+
+    # Added AFTER the full run (reported apart, not in the targets): learning settings chosen by
+    # cross-validation over the two training blocks (vdna.choose_learning_settings), never looking at
+    # the held-out images, then weights learned on both blocks with them.
+    t_cv = time.perf_counter()
+    for method, (dist, gran, _) in list(METHODS.items())[:3]:
+        removal, deviation, chosen = [], [], []
+        for a in P.ATTRIBUTES:
+            others = [b for b in P.ATTRIBUTES if b != a]
+            folds = [([t[dist][a]], [t[dist][b] for b in others]) for t in train]
+            cv = choose_learning_settings(folds, granularity=gran)
+            w = learn_weights([t[dist][a] for t in train], [t[dist][b] for t in train for b in others],
+                              granularity=gran, regularization=cv["regularization"], max_weight=cv["max_weight"])
+            ev = evaluate_weights(w, [held[dist][a]], [held[dist][b] for b in others])
+            removal.append(ev["removal"])
+            deviation.append(ev["deviation"])
+            chosen.append((cv["regularization"], cv["max_weight"]))
+        name = method.split(" (")[0] + ", settings by 2-fold CV"
+        rows[name] = (100 * float(np.mean(removal)), 100 * float(np.mean(deviation)))
+        print(f"{name}: (regularization, max_weight) per attribute: "
+              + ", ".join(f"{a} {r:g}/{c if c is None else f'{c:g}'}" for a, (r, c) in zip(P.ATTRIBUTES, chosen)))
+    t_cv = time.perf_counter() - t_cv
 
     print()
     print("Per attribute (held-out removal / deviation %, training removal / deviation %, non-zero weights):")
@@ -145,6 +224,8 @@ def main():
         print(f"{name:<44} {r:10.1f} {d:12.1f}")
     print()
 
+    print(f"learning: {t_learn:.0f} s for the protocol's rows; cross-validated rows: {t_cv:.0f} s (not in the "
+          "protocol's time)")
     emd_r, emd_d = rows["dna-emd (neurons, EMD)"]
     loss = {m: (100 - r) + d for m, (r, d) in rows.items()}
     neuron_loss = max(loss["dna-emd (neurons, EMD)"], loss["dna-fd (neurons, NFD)"])
