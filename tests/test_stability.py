@@ -166,6 +166,14 @@ def test_fd_to_reference_both_routes_against_the_core(n):
 
     want = float(_core.fd(mu_r, sig_r, mu, sig))
     assert abs(got - want) <= fd_tol(mu_r, sig_r, mu, sig)
+    # the same set as a subset (rows in shuffled order) of a larger projected set whose mean is far
+    # from the subset's: the curve's route (project once, centre each subset's columns)
+    others = rng.standard_normal((50, c)) @ basis * 0.3 + 2.0
+    pool = np.concatenate([others[:20], x, others[20:]])
+    rows = 20 + rng.permutation(n)
+    frechet = _FrechetToReference(mu_r, sig_r)
+    frechet.project(pool)
+    assert abs(frechet.subset_distance(mu, rows) - want) <= fd_tol(mu_r, sig_r, mu, sig)
 
 
 def test_subsets_are_nested_prefixes_of_seeded_permutations(setup):
@@ -199,6 +207,25 @@ def test_memory_mapped_tables_give_the_same_curve(setup, tmp_path):
     sa.update(acts)
     other = sa.compute(refs[0])
     np.testing.assert_array_equal(other.values["emd"], curve.values["emd"])
+    sa.close()
+    assert not any(tmp_path.iterdir())
+
+
+def test_tables_that_do_not_fit_spill_layer_by_layer(setup, tmp_path):
+    # 13 tables (4 repeats x 3 sizes + the rest) x 16 bins x 4 bytes: layer b 4160 bytes, layer a 2496;
+    # the resident state (histograms only) is 2 x 5 neurons x 16 bins x 8 bytes = 1280 bytes
+    acts, refs, _, curve = setup
+    sa = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
+                           activation_ranges=RANGES, layouts=LAYOUTS, max_memory=1280 + 4160 + 100,
+                           temp_dir=str(tmp_path))
+    assert sa.memory["table_bytes"] == 2496 + 4160 and sa.memory["resident_bytes"] == 1280
+    assert sa.memory["spilled_layers"] == ["a"] and sa.memory["spilled_bytes"] == 2496
+    assert isinstance(sa._tables["a"], np.memmap) and not isinstance(sa._tables["b"], np.memmap)
+    assert sa._tables["b"].shape == (5, 13, 16)  # neuron-major: (C, tables, bins)
+    sa.update(acts)
+    other = sa.compute(refs[0])
+    for m in other.metrics:
+        np.testing.assert_array_equal(other.values[m], curve.values[m])
     sa.close()
     assert not any(tmp_path.iterdir())
 
@@ -327,10 +354,12 @@ def test_core_count_groups_checks_before_changing_anything():
 
     h = _core.HistAccumulator(np.zeros(2), np.ones(2), 4)
     x = np.full((3, 2, 2), 0.3, dtype=np.float32)
-    tables = np.zeros((2, 2, 4), dtype=np.uint32)
-    imgs, nans = np.zeros(2, dtype=np.int64), np.zeros((2, 2), dtype=np.int64)
-    with pytest.raises(ValueError, match="table 2 is not in"):
-        h.count_groups(x, np.array([[0], [1], [2]]), tables, imgs, nans)
+    tables = np.zeros((2, 3, 4), dtype=np.uint32)  # neuron-major: (2 neurons, 3 tables, 4 bins)
+    imgs, nans = np.zeros(3, dtype=np.int64), np.zeros((3, 2), dtype=np.int64)
+    with pytest.raises(ValueError, match="table 3 is not in"):
+        h.count_groups(x, np.array([[0], [1], [3]]), tables, imgs, nans)
+    with pytest.raises(ValueError, match=r"tables has shape \(3, 2, 4\); expected \(2, n, 4\)"):
+        h.count_groups(x, np.array([[0], [1], [2]]), np.zeros((3, 2, 4), dtype=np.uint32), imgs, nans)
     assert not tables.any() and not imgs.any()
     imgs[0] = 2**32 // 2 - 1  # one more image of 2 samples would overflow a 32-bit count
     with pytest.raises(ValueError, match="overflow"):
@@ -338,12 +367,12 @@ def test_core_count_groups_checks_before_changing_anything():
     imgs[0] = 0
     with pytest.raises(TypeError, match="uint32"):
         h.count_groups(x, np.array([[0], [1], [1]]), tables.astype(np.int64), imgs, nans)
-    h.count_groups(x, np.array([[0], [1], [-1]]), tables, imgs, nans)
-    # 0.3 in [0, 1] with 4 bins -> bin 1 (t = 1.2); each image: 2 samples per neuron
-    expected = np.zeros((2, 2, 4), dtype=np.uint32)
-    expected[:, :, 1] = 2
+    h.count_groups(x, np.array([[0], [2], [-1]]), tables, imgs, nans)
+    # 0.3 in [0, 1] with 4 bins -> bin 1 (t = 1.2); each image: 2 samples per neuron; tables 0 and 2
+    expected = np.zeros((2, 3, 4), dtype=np.uint32)
+    expected[:, [0, 2], 1] = 2
     np.testing.assert_array_equal(tables, expected)
-    np.testing.assert_array_equal(imgs, [1, 1])
+    np.testing.assert_array_equal(imgs, [1, 0, 1])
     assert h.num_images == 0  # the accumulator itself is unchanged
 
 

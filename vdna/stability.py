@@ -9,9 +9,10 @@ images accumulates every group (:class:`SubsetAccumulator`); subset k of repeat 
 0..k (counts add exactly; Gaussians are re-accumulated from stored per-image mean vectors). The
 network therefore runs once per image.
 
-Memory: histogram groups are R x K tables of uint32 counts per neuron and bin (R repeats, K sizes);
-when they exceed ``max_memory`` they live in a temporary memory-mapped file (the operating system
-pages them), deleted when the accumulator is closed or collected. Gaussians store one float64 mean
+Memory: histogram groups are R x K tables of uint32 counts per neuron and bin (R repeats, K sizes),
+stored neuron-major per layer ((C, T, B): one neuron's rows of every table are contiguous); the
+layers whose tables do not fit in ``max_memory`` live in temporary memory-mapped files (the
+operating system pages them), deleted when the accumulator is closed or collected. Gaussians store one float64 mean
 vector per image.
 """
 from __future__ import annotations
@@ -182,24 +183,43 @@ class SubsetAccumulator:
                 f"images x {total_c} neurons and one layer's working copies), more than max_memory="
                 f"{_gib(self.max_memory)}; raise max_memory or use fewer images"
             )
-        spill = resident + table_bytes > self.max_memory
+        # Layers whose tables do not fit next to the resident state go to a memory-mapped file. Every
+        # batch dirties most of a spilled layer's pages (the kernel then writes them back), so as
+        # many bytes as fit stay in memory: largest layers first, each kept if it still fits.
+        self._spilled: List[str] = []
+        spilled_bytes = 0
+        if self._hist_name is not None:
+            room = self.max_memory - resident
+            per_layer = {l: self.n_tables * c * int(bins) * 4 for l, c in self.neurons_list.items()}
+            for layer in sorted(per_layer, key=lambda l: -per_layer[l]):  # stable: network order on ties
+                if per_layer[layer] <= room:
+                    room -= per_layer[layer]
+                else:
+                    self._spilled.append(layer)
+                    spilled_bytes += per_layer[layer]
+            self._spilled.sort(key=list(self.neurons_list).index)
+        spill = bool(self._spilled)
         if spill:
             self._tmp_dir = tempfile.mkdtemp(prefix="vdna-stability-", dir=temp_dir)
             free = shutil.disk_usage(self._tmp_dir).free
-            if table_bytes > free:
+            if spilled_bytes > free:
                 shutil.rmtree(self._tmp_dir, ignore_errors=True)
                 self._tmp_dir = None
                 raise ValueError(
                     f"stability: {self.repeats} repeats x {len(self.sizes)} sizes of histograms need {_gib(table_bytes)} "
-                    f"of counts; that exceeds max_memory={_gib(self.max_memory)} and the {_gib(free)} free in the "
-                    f"temporary folder; at most {max(0, int(free // max(1, table_bytes // self.n_tables)))} tables "
+                    f"of counts, {_gib(spilled_bytes)} of them beyond max_memory={_gib(self.max_memory)}; that exceeds "
+                    f"the {_gib(free)} free in the temporary folder; at most "
+                    f"{max(0, int((free + self.max_memory - resident) // max(1, table_bytes // self.n_tables)))} tables "
                     "(repeats x sizes) would fit: use fewer repeats or sizes, or point temp_dir= at a larger disk"
                 )
-        return {"resident_bytes": resident, "table_bytes": table_bytes, "spilled": spill}
+        return {"resident_bytes": resident, "table_bytes": table_bytes, "spilled": spill,
+                "spilled_layers": list(self._spilled), "spilled_bytes": spilled_bytes}
 
     def _new_tables(self, layer: str, c: int) -> np.ndarray:
-        shape = (self.n_tables, c, self.bins)
-        if self._tmp_dir is None:
+        # neuron-major: tables[c, t] is neuron c's row of table t, so one neuron's rows of every table
+        # are contiguous (count_groups updates them together; cache- and page-friendly when spilled)
+        shape = (c, self.n_tables, self.bins)
+        if layer not in self._spilled:
             return np.zeros(shape, dtype=np.uint32)
         path = os.path.join(self._tmp_dir, f"{len(self._tables)}.u32")
         return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint32, shape=shape)
@@ -311,14 +331,14 @@ class SubsetAccumulator:
         for layer in layers:
             ref_counts = ref.data[layer]
             for r in range(R + 1):  # r == R: all images (repeat 0's groups and the rest)
-                running = np.zeros(self._tables[layer].shape[1:], dtype=np.int64)
+                running = np.zeros((self.neurons_list[layer], self.bins), dtype=np.int64)
                 for k in range(K):
-                    running += self._tables[layer][(0 if r == R else r) * K + k]
+                    running += self._tables[layer][:, (0 if r == R else r) * K + k]
                     if r < R:
                         emd[layer][r, k] = _core.emd_many(ref_counts, [running])[0]
                 if r == R:
                     if self._rest:
-                        running += self._tables[layer][R * K]
+                        running += self._tables[layer][:, R * K]
                     emd_full[layer] = float(_core.emd_many(ref_counts, [running])[0])
         values["emd"] = np.zeros((R, K))
         full["emd"] = 0.0
@@ -352,22 +372,25 @@ class SubsetAccumulator:
                                  "activations, so their Gaussian distances are undefined (histograms count NaN "
                                  "apart; use only a histogram distribution)")
             frechet = _FrechetToReference(ref_mu, ref_d["sigma"]) if layer_cov else None
+            if frechet is not None:
+                frechet.project(means)  # one product for every subset of these images
 
-            def measure(acc, samples, r, k):
+            def measure(acc, rows, r, k):
                 mu, var = acc.mean, acc.var
                 nfd[layer][r][k] = _core.nfd(ref_mu, ref_var, mu, var)
                 if frechet is not None:
-                    fd[layer][r, k] = frechet.distance(mu, samples)
+                    # a subset of every image is the full set: its FD (one SVD) is computed once
+                    fd[layer][r, k] = fd[layer][R, 0] if r < R and rows is None else frechet.subset_distance(mu, rows)
 
+            acc = _core.MomentAccumulator(c, layout="channels")
+            acc.update(means)
+            measure(acc, np.arange(self.n_images), R, 0)
             for r in range(R):
                 acc = _core.MomentAccumulator(c, layout="channels")
                 perm = self.permutations[r]
                 for k in range(K):
                     acc.update(means[perm[cuts[k]:cuts[k + 1]]])
-                    measure(acc, means[perm[: cuts[k + 1]]] if frechet is not None else None, r, k)
-            acc = _core.MomentAccumulator(c, layout="channels")
-            acc.update(means)
-            measure(acc, means, R, 0)
+                    measure(acc, perm[: cuts[k + 1]] if cuts[k + 1] < self.n_images else None, r, k)
         cells = [(r, k) for r in range(R) for k in range(K)]
         if layer_cov:
             values["fd"] = np.zeros((R, K))
@@ -407,10 +430,10 @@ class SubsetAccumulator:
                 tabs.append(R * K)
             n_img = int(sum(self._table_images[next(iter(self.neurons_list))][t] for t in tabs))
             for layer in self.neurons_list:
-                counts = np.zeros(self._tables[layer].shape[1:], dtype=np.int64)
+                counts = np.zeros((self.neurons_list[layer], self.bins), dtype=np.int64)
                 nans = np.zeros(self.neurons_list[layer], dtype=np.int64)
                 for t in tabs:
-                    counts += self._tables[layer][t]
+                    counts += self._tables[layer][:, t]
                     nans += self._table_nans[layer][t]
                 acc._accs[layer].add_counts(counts, nans, n_img)
         else:
@@ -426,16 +449,24 @@ class _FrechetToReference:
     (docs/design.md, "The Fréchet distance"): tr √(Σr^½ Σ Σr^½) is the nuclear norm of FrᵀF for any
     factors Σr = Fr Frᵀ and Σ = F Fᵀ, and a subset's covariance comes factored: Σ = XcᵀXc / (N − 1)
     (Xc: its N per-image mean vectors minus their mean), so F = Xcᵀ / √(N − 1). Fr (eigenvectors
-    scaled by √λ, negative rounding-level eigenvalues clipped to 0) is computed once per reference;
-    each subset then costs one C x C by C x N product and the singular values of the C x N result,
+    scaled by √λ, negative rounding-level eigenvalues clipped to 0) is computed once per reference,
     and no condition number is squared. The result agrees with ``vdna.FD`` to rounding (tests:
-    tolerance derived from the traces); a rounding-level negative is returned as 0, as there."""
+    tolerance derived from the traces); a rounding-level negative is returned as 0, as there.
+
+    ``distance(mu, samples)``: one sample set (one C x C by C x N product, then the singular values
+    of the C x N result). Many subsets of one set of images (a stability curve): ``project(samples)``
+    once computes P = Frᵀ (X − x̄)ᵀ for all n images (centred on their common mean x̄, so that
+    rounding is relative to the spread, not to the mean); ``subset_distance(mu, rows)`` then takes
+    P's columns ``rows`` centred on their own mean, which is Frᵀ Xcᵀ of the subset (centring commutes
+    with the linear map Frᵀ), and costs only the singular values of that C x N block."""
 
     def __init__(self, mu, sigma):
         self.mu = np.asarray(mu, dtype=np.float64)
         self.sigma = np.asarray(sigma, dtype=np.float64)
         self.trace = float(np.trace(self.sigma))
         self._factor = None
+        self._samples = None
+        self._projected = None
 
     def _reference_factor(self) -> np.ndarray:
         if self._factor is None:
@@ -454,6 +485,29 @@ class _FrechetToReference:
         tr = float(np.einsum("ij,ij->", xc, xc)) / (n - 1)
         product = (self._reference_factor().T @ xc.T) / np.sqrt(n - 1)  # Frᵀ F, C x N
         nuclear = float(np.linalg.svd(product, compute_uv=False).sum())
+        return max(0.0, d2 + tr + self.trace - 2.0 * nuclear)
+
+    def project(self, samples) -> None:
+        """Prepare :meth:`subset_distance` for subsets (rows) of ``samples`` (n x C)."""
+        x = np.asarray(samples, dtype=np.float64)
+        self._samples = x
+        self._projected = self._reference_factor().T @ (x - x.mean(axis=0)).T  # C x n
+
+    def subset_distance(self, mu, rows) -> float:
+        """FD of the subset ``rows`` of the projected samples (``mu``: its mean vector)."""
+        if self._projected is None:
+            raise RuntimeError("_FrechetToReference.subset_distance: call project(samples) first")
+        rows = np.asarray(rows, dtype=np.int64)
+        n = len(rows)
+        diff = np.asarray(mu, dtype=np.float64) - self.mu
+        d2 = float(diff @ diff)
+        if n < 2:  # one image: zero covariance
+            return d2 + self.trace
+        xc = self._samples[rows] - np.asarray(mu, dtype=np.float64)
+        tr = float(np.einsum("ij,ij->", xc, xc)) / (n - 1)
+        block = self._projected[:, rows]
+        block -= block.mean(axis=1, keepdims=True)
+        nuclear = float(np.linalg.svd(block, compute_uv=False).sum()) / np.sqrt(n - 1)
         return max(0.0, d2 + tr + self.trace - 2.0 * nuclear)
 
 
