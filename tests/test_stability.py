@@ -211,6 +211,12 @@ def test_memory_mapped_tables_give_the_same_curve(setup, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_timings_cover_every_stage(setup):
+    _, _, sa, _ = setup
+    assert set(sa.timings) == {"histogram counts", "mean vectors", "emd read-out", "gaussian read-out"}
+    assert all(v > 0 for v in sa.timings.values())  # every stage ran (update twice, compute once)
+
+
 def test_tables_that_do_not_fit_spill_layer_by_layer(setup, tmp_path):
     # 13 tables (4 repeats x 3 sizes + the rest) x 16 bins x 4 bytes: layer b 4160 bytes, layer a 2496;
     # the resident state (histograms only) is 2 x 5 neurons x 16 bins x 8 bytes = 1280 bytes

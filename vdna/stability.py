@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -33,6 +34,7 @@ from .ranges import ActivationRanges
 
 DEFAULT_DISTRIBUTIONS = ("histogram-1000", "layer-gaussian")
 DEFAULT_MAX_MEMORY = 4 * 2**30
+_STAGES = ("histogram counts", "mean vectors", "emd read-out", "gaussian read-out")
 _FORMAT = "vdna-stability-curve"
 _VERSION = 1
 
@@ -89,6 +91,8 @@ class SubsetAccumulator:
     ``update(activations, indices=None)`` takes {layer: (N, ...)} arrays of images ``indices``
     (default: the next N images in order); every image must be given exactly once before
     ``compute(reference)``. Results do not depend on batch sizes or on the order images arrive in.
+    ``timings``: seconds spent so far in each stage (histogram counts, mean vectors, EMD read-out,
+    Gaussian read-out); ``memory``: the memory plan (bytes, spilled layers).
     """
 
     def __init__(
@@ -147,6 +151,8 @@ class SubsetAccumulator:
         self._tmp_dir = None
         self._seen = np.zeros(self.n_images, dtype=bool)
         self._next = 0
+        # seconds spent per stage (update: histogram counts, mean vectors; compute: read-outs)
+        self.timings = {stage: 0.0 for stage in _STAGES}
         self.memory = self._plan_memory(temp_dir)
 
         if self._hist_name is not None:
@@ -271,11 +277,15 @@ class SubsetAccumulator:
         groups = np.ascontiguousarray(self._table_of[idx])
         for layer, x in arrays.items():
             if self._hists:
+                t0 = time.perf_counter()
                 self._hists[layer].count_groups(x, groups, self._tables[layer], self._table_images[layer],
                                                 self._table_nans[layer])
+                self.timings["histogram counts"] += time.perf_counter() - t0
             if self._means:
+                t0 = time.perf_counter()
                 means, _ = _core.image_mean_vectors(x, self.neurons_list[layer], layout=self.layouts[layer])
                 self._means[layer][idx] = means
+                self.timings["mean vectors"] += time.perf_counter() - t0
         self._seen[idx] = True
         self._next = int(idx.max()) + 1 if indices is None else self._next
 
@@ -299,9 +309,13 @@ class SubsetAccumulator:
         values: Dict[str, np.ndarray] = {}
         full: Dict[str, float] = {}
         if self._hist_name is not None:
+            t0 = time.perf_counter()
             self._histogram_values(refs[self._hist_name], values, full)
+            self.timings["emd read-out"] += time.perf_counter() - t0
         if self._gauss_name is not None:
+            t0 = time.perf_counter()
             self._gaussian_values(refs[self._gauss_name], values, full)
+            self.timings["gaussian read-out"] += time.perf_counter() - t0
         for v in values.values():
             if v.shape != (R, K):  # internal consistency, not user input
                 raise RuntimeError("stability: internal error in the curve's shape")
