@@ -99,6 +99,33 @@ def test_subsets_equal_brute_force(setup):
                 fd_tol_dna(gref, g, [layer])
 
 
+def test_largest_size_all_images_keeps_the_full_set_once(setup):
+    # sizes ending at every image: the largest group of each repeat is not stored, its subset is the
+    # full-set table (3 repeats x 2 stored groups + 1 tables); every subset still equals brute force
+    acts, (href, _), _, _ = setup
+    sa = SubsetAccumulator(NL, N, sizes=[4, 9, N], repeats=3, seed=2, distributions=("histogram-16",),
+                           activation_ranges=RANGES, layouts=LAYOUTS)
+    assert sa.n_tables == 3 * 2 + 1
+    order = np.random.default_rng(1).permutation(N)
+    for chunk in np.array_split(order, 4):
+        sa.update({k: v[chunk] for k, v in acts.items()}, indices=chunk)
+    curve = sa.compute(href)
+    for r in range(3):
+        for k in range(3):
+            idx = curve.subset_indices(r, k)
+            h = _direct("histogram-16", acts, idx)
+            sub = sa.subset_dna(r, k)
+            for layer in NL:
+                np.testing.assert_array_equal(sub.data[layer], h.data[layer])
+            assert sub.num_images == len(idx)
+            assert curve.values["emd"][r, k] == vdna.EMD(href, h)
+    full = sa.subset_dna(-1, 0)
+    direct = _direct("histogram-16", acts)
+    for layer in NL:
+        np.testing.assert_array_equal(full.data[layer], direct.data[layer])
+    assert curve.full_value("emd") == vdna.EMD(href, direct)
+
+
 def test_nan_values_are_counted_per_subset_never_binned():
     acts = _acts(N, nan=True)
     sa = SubsetAccumulator(NL, N, sizes=[2, 30], repeats=3, seed=5, distributions=("histogram-16",),

@@ -131,14 +131,22 @@ class SubsetAccumulator:
         position[rows, self.permutations] = np.arange(self.n_images)[None, :]
         self._group = np.searchsorted(self.sizes, position, side="right")
         K, R = len(self.sizes), self.repeats
-        # histogram tables: t = r*K + k; one more (index R*K) holds repeat 0's images beyond the
-        # largest size, so that the full-set DNA is repeat 0's groups summed.
+        # histogram tables: group k of repeat r is table r*G + k for k < G (G groups stored per repeat).
+        # When the largest size is all images, the largest group of each repeat is not stored (G = K-1):
+        # its subset (k = K-1) is every image, counted once in one more table F (index R*G); an image
+        # then goes to F and to one table per repeat only where it is not in that repeat's largest
+        # group (fewer scattered additions per image, R-1 fewer tables). Otherwise (G = K) one more
+        # table (index R*K) holds repeat 0's images beyond the largest size, so that the full-set DNA
+        # is repeat 0's groups summed.
         self._rest = bool(self.sizes[-1] < self.n_images)
-        self.n_tables = R * K + int(self._rest)
-        table_of = np.where(self._group < K, rows * K + self._group, -1)
+        G = self._stored = K if self._rest else K - 1
+        self.n_tables = R * G + 1
+        table_of = np.where(self._group < G, rows * G + self._group, -1)
         if self._rest:
             table_of[0, self._group[0] == K] = R * K
-        self._table_of = np.ascontiguousarray(table_of.T)  # (n_images, R)
+        else:
+            table_of = np.concatenate([table_of, np.full((1, self.n_images), R * G)])
+        self._table_of = np.ascontiguousarray(table_of.T)  # (n_images, R or R + 1)
 
         self._hist_name = next((d for d in self.distributions if d.startswith("histogram")), None)
         self._gauss_name = next((d for d in self.distributions if not d.startswith("histogram")), None)
@@ -334,26 +342,42 @@ class SubsetAccumulator:
                 raise ValueError("the reference histogram DNA was binned with other activation ranges than these "
                                  "(its ranges checksum differs); make both with the same activation_ranges")
 
+    def _subset_tables(self, r: int, k: int) -> List[int]:
+        """The tables whose sum is the histogram of subset k of repeat r."""
+        G = self._stored
+        return [r * G + j for j in range(k + 1)] if k < G else [self.repeats * G]
+
+    def _full_tables(self) -> List[int]:
+        """The tables whose sum is the histogram of all images."""
+        if not self._rest:
+            return [self.repeats * self._stored]
+        return list(range(len(self.sizes))) + [self.repeats * len(self.sizes)]
+
+    def _sum_tables(self, tables: np.ndarray, which: Sequence[int]) -> np.ndarray:
+        out = np.zeros((tables.shape[0], tables.shape[2]), dtype=np.int64)
+        for t in which:
+            out += tables[:, t]
+        return out
+
     def _histogram_values(self, ref: VDNA, values, full) -> None:
         # The same core calls, in the same order, as vdna.EMD(reference, subset DNA): per layer the
         # mean over neurons (emd_many), then the all-neuron mean as Σ_l (C_l / C) · mean_l.
-        K, R = len(self.sizes), self.repeats
+        K, R, G = len(self.sizes), self.repeats, self._stored
         layers = list(self.neurons_list)
         total = sum(self.neurons_list.values())
         emd = {layer: np.zeros((R, K)) for layer in layers}
         emd_full = {}
         for layer in layers:
             ref_counts = ref.data[layer]
-            for r in range(R + 1):  # r == R: all images (repeat 0's groups and the rest)
+            tables = self._tables[layer]
+            emd_full[layer] = float(_core.emd_many(ref_counts, [self._sum_tables(tables, self._full_tables())])[0])
+            for r in range(R):
                 running = np.zeros((self.neurons_list[layer], self.bins), dtype=np.int64)
-                for k in range(K):
-                    running += self._tables[layer][:, (0 if r == R else r) * K + k]
-                    if r < R:
-                        emd[layer][r, k] = _core.emd_many(ref_counts, [running])[0]
-                if r == R:
-                    if self._rest:
-                        running += self._tables[layer][:, R * K]
-                    emd_full[layer] = float(_core.emd_many(ref_counts, [running])[0])
+                for k in range(G):
+                    running += tables[:, r * G + k]
+                    emd[layer][r, k] = _core.emd_many(ref_counts, [running])[0]
+                if G < K:  # k = K-1: every image (table F)
+                    emd[layer][r, K - 1] = emd_full[layer]
         values["emd"] = np.zeros((R, K))
         full["emd"] = 0.0
         for l in layers:
@@ -439,9 +463,7 @@ class SubsetAccumulator:
             "histogram") else None, layouts=self.layouts if name.startswith("histogram") else None,
             feature_extractor_name=self.feature_extractor_name)
         if name.startswith("histogram"):
-            tabs = [t * K + j for t in [max(r, 0)] for j in range(K if r == -1 else k + 1)]
-            if r == -1 and self._rest:
-                tabs.append(R * K)
+            tabs = self._full_tables() if r == -1 else self._subset_tables(r, k)
             n_img = int(sum(self._table_images[next(iter(self.neurons_list))][t] for t in tabs))
             for layer in self.neurons_list:
                 counts = np.zeros((self.neurons_list[layer], self.bins), dtype=np.int64)
