@@ -190,7 +190,8 @@ class SubsetAccumulator:
             table_bytes = self.n_tables * total_c * int(bins) * 4
             resident += 2 * max_c * int(bins) * 8  # one layer's int64 running sum and reference copy
         if self._gauss_name is not None:
-            resident += self.n_images * total_c * 8 + 3 * max_c * max_c * 8
+            # per-image mean vectors; one layer's reference, factor and eigh work space; its projection
+            resident += self.n_images * total_c * 8 + 3 * max_c * max_c * 8 + max_c * self.n_images * 8
         if resident > self.max_memory:
             raise ValueError(
                 f"stability: the resident state needs {_gib(resident)} (per-image mean vectors of {self.n_images} "
