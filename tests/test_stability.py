@@ -176,14 +176,17 @@ def test_full_value_is_all_images(setup):
     assert abs(curve.full_value("fd") - vdna.FD(gref, g)) <= fd_tol_dna(gref, g)
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 39, 40, 41, 120])
-def test_fd_to_reference_both_routes_against_the_core(n):
+@pytest.mark.parametrize("n, n_ref", [(1, 300), (2, 300), (7, 300), (39, 300), (40, 300), (41, 300), (120, 300),
+                                      (7, 12), (120, 12)])
+def test_fd_to_reference_both_routes_against_the_core(n, n_ref):
+    # n_ref = 12 < 40 neurons: a singular reference covariance (rank 11), whose factor keeps only the
+    # eigenvalues above the core's rank tolerance
     from vdna.stability import _FrechetToReference
 
     rng = np.random.default_rng(n)
     c = 40
     basis = rng.standard_normal((c, c))
-    ref = rng.standard_normal((300, c)) @ basis * 0.2 + 1.0
+    ref = rng.standard_normal((n_ref, c)) @ basis * 0.2 + 1.0
     mu_r, sig_r = ref.mean(axis=0), np.cov(ref, rowvar=False)
     x = rng.standard_normal((n, c)) @ basis * 0.3
     mu = x.mean(axis=0)
@@ -200,6 +203,7 @@ def test_fd_to_reference_both_routes_against_the_core(n):
     rows = 20 + rng.permutation(n)
     frechet = _FrechetToReference(mu_r, sig_r)
     frechet.project(pool)
+    assert frechet._reference_factor().shape == (c, min(c, n_ref - 1))
     assert abs(frechet.subset_distance(mu, rows) - want) <= fd_tol(mu_r, sig_r, mu, sig)
 
 
