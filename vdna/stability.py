@@ -9,11 +9,11 @@ images accumulates every group (:class:`SubsetAccumulator`); subset k of repeat 
 0..k (counts add exactly; Gaussians are re-accumulated from stored per-image mean vectors). The
 network therefore runs once per image.
 
-Memory: histogram groups are R x K tables of uint32 counts per neuron and bin (R repeats, K sizes),
-stored neuron-major per layer ((C, T, B): one neuron's rows of every table are contiguous); the
-layers whose tables do not fit in ``max_memory`` live in temporary memory-mapped files (the
-operating system pages them), deleted when the accumulator is closed or collected. Gaussians store one float64 mean
-vector per image.
+Memory: histogram groups are about R x K tables of uint32 counts per neuron and bin (R repeats, K
+sizes; see ``SubsetAccumulator.__init__``), stored neuron-major per layer ((C, T, B): one neuron's
+rows of every table are contiguous); the layers whose tables do not fit in ``max_memory`` live in
+temporary memory-mapped files (the operating system pages them), deleted when the accumulator is
+closed or collected. Gaussians store one float64 mean vector per image.
 """
 from __future__ import annotations
 
@@ -220,11 +220,12 @@ class SubsetAccumulator:
             if spilled_bytes > free:
                 shutil.rmtree(self._tmp_dir, ignore_errors=True)
                 self._tmp_dir = None
+                fit = max(0, int((free + self.max_memory - resident) // max(1, table_bytes // self.n_tables)))
                 raise ValueError(
                     f"stability: {self.repeats} repeats x {len(self.sizes)} sizes of histograms need {_gib(table_bytes)} "
                     f"of counts, {_gib(spilled_bytes)} of them beyond max_memory={_gib(self.max_memory)}; that exceeds "
                     f"the {_gib(free)} free in the temporary folder; at most "
-                    f"{max(0, int((free + self.max_memory - resident) // max(1, table_bytes // self.n_tables)))} tables "
+                    f"{fit} tables "
                     "(repeats x sizes) would fit: use fewer repeats or sizes, or point temp_dir= at a larger disk"
                 )
         return {"resident_bytes": resident, "table_bytes": table_bytes, "spilled": spill,
