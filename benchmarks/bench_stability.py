@@ -15,6 +15,12 @@ Protocol, fixed before any result was looked at (issue 10, section 2):
 Targets: N_stable(dna-emd) <= N_stable(fd) / 10 (the paper found about 400 vs 10,000 on real datasets),
 and the whole curve (one pass, both distributions) <= 1.5x one ``make_vdna`` (histogram-1000) over the same
 images, timed in the same run.
+
+Cost breakdown (printed after the timings): the extractor's forward pass is timed in both runs (a wrapper
+around the backend's ``forward``); the curve's other stages come from ``SubsetAccumulator.timings``
+(histogram counts into the subset tables, per-image mean vectors, EMD read-out, Gaussian read-out with
+every subset's FD); "other" is the rest (image loading and resizing, Python; for make_vdna also its
+histogram update).
 """
 import argparse
 import time
@@ -22,11 +28,59 @@ import time
 import numpy as np
 
 from vdna import procedural
+from vdna import stability as stability_module
 from vdna.processor import VDNAProcessor
 from vdna.stability import _reference_dnas
 
+
+class StageClock:
+    """Seconds spent in the backend's forward and the last SubsetAccumulator's stages (wrappers installed
+    for the benchmark only; the package's code paths are unchanged)."""
+
+    def __init__(self, backend):
+        self.forward = 0.0
+        self.stages = {}
+        cls = type(backend)
+        forward = cls.forward
+
+        def timed_forward(be, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return forward(be, *args, **kwargs)
+            finally:
+                self.forward += time.perf_counter() - t0
+
+        cls.forward = timed_forward
+        compute = stability_module.SubsetAccumulator.compute
+
+        def timed_compute(acc, *args, **kwargs):
+            try:
+                return compute(acc, *args, **kwargs)
+            finally:
+                self.stages = dict(getattr(acc, "timings", {}))  # absent in versions before the breakdown
+
+        stability_module.SubsetAccumulator.compute = timed_compute
+
+    def take(self):
+        out = {"forward pass": self.forward, **self.stages}
+        self.forward, self.stages = 0.0, {}
+        return out
+
 PAPER = {"dna-emd": 400, "fd": 10_000}
 LAST = "layer4_2"
+
+
+def print_breakdown(t_make, make_stages, t_curve, curve_stages):
+    stages = ["forward pass"] + [k for k in curve_stages if k != "forward pass"]
+    print(f"\n{'cost breakdown (s)':<24} {'make_vdna':>10} {'curve':>10} {'curve / make_vdna':>18}")
+    for k in stages:
+        m = make_stages.get(k)
+        c = curve_stages.get(k, 0.0)
+        print(f"{k:<24} {'-' if m is None else f'{m:.1f}':>10} {c:>10.1f} {c / t_make:>17.2f}x")
+    other_m = t_make - sum(make_stages.values())
+    other_c = t_curve - sum(curve_stages.values())
+    print(f"{'other':<24} {other_m:>10.1f} {other_c:>10.1f} {other_c / t_make:>17.2f}x")
+    print(f"{'total':<24} {t_make:>10.1f} {t_curve:>10.1f} {t_curve / t_make:>17.2f}x")
 
 
 def main():
@@ -51,20 +105,25 @@ def main():
     kw = dict(feat_extractor_name="rand_resnet50", device="cpu", batch_size=args.batch_size,
               num_workers=args.workers, verbose=False)
 
+    clock = StageClock(be)
     t0 = time.perf_counter()
     refs = _reference_dnas(be, ext.info, shifted, ("histogram-1000", "layer-gaussian"), ext.activation_ranges(),
                            args.batch_size, args.workers, "none", "clean", 0, False)
     print(f"reference DNAs (shifted, both distributions, one pass): {time.perf_counter() - t0:.1f} s")
+    clock.take()
 
     t0 = time.perf_counter()
     proc.make_vdna(base, distribution_name="histogram-1000", **kw)
     t_make = time.perf_counter() - t0
+    make_stages = clock.take()
     print(f"make_vdna histogram-1000 over the source: {t_make:.1f} s")
 
     t0 = time.perf_counter()
     curve = proc.stability(base, refs, repeats=args.repeats, seed=0, **kw)
     t_curve = time.perf_counter() - t0
+    curve_stages = clock.take()
     print(f"stability curve ({len(curve.sizes)} sizes x {curve.repeats} repeats, both distributions): {t_curve:.1f} s")
+    print_breakdown(t_make, make_stages, t_curve, curve_stages)
     if args.save:
         curve.save(args.save)
     if args.plot:

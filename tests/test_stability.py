@@ -99,6 +99,33 @@ def test_subsets_equal_brute_force(setup):
                 fd_tol_dna(gref, g, [layer])
 
 
+def test_largest_size_all_images_keeps_the_full_set_once(setup):
+    # sizes ending at every image: the largest group of each repeat is not stored, its subset is the
+    # full-set table (3 repeats x 2 stored groups + 1 tables); every subset still equals brute force
+    acts, (href, _), _, _ = setup
+    sa = SubsetAccumulator(NL, N, sizes=[4, 9, N], repeats=3, seed=2, distributions=("histogram-16",),
+                           activation_ranges=RANGES, layouts=LAYOUTS)
+    assert sa.n_tables == 3 * 2 + 1
+    order = np.random.default_rng(1).permutation(N)
+    for chunk in np.array_split(order, 4):
+        sa.update({k: v[chunk] for k, v in acts.items()}, indices=chunk)
+    curve = sa.compute(href)
+    for r in range(3):
+        for k in range(3):
+            idx = curve.subset_indices(r, k)
+            h = _direct("histogram-16", acts, idx)
+            sub = sa.subset_dna(r, k)
+            for layer in NL:
+                np.testing.assert_array_equal(sub.data[layer], h.data[layer])
+            assert sub.num_images == len(idx)
+            assert curve.values["emd"][r, k] == vdna.EMD(href, h)
+    full = sa.subset_dna(-1, 0)
+    direct = _direct("histogram-16", acts)
+    for layer in NL:
+        np.testing.assert_array_equal(full.data[layer], direct.data[layer])
+    assert curve.full_value("emd") == vdna.EMD(href, direct)
+
+
 def test_nan_values_are_counted_per_subset_never_binned():
     acts = _acts(N, nan=True)
     sa = SubsetAccumulator(NL, N, sizes=[2, 30], repeats=3, seed=5, distributions=("histogram-16",),
@@ -149,14 +176,17 @@ def test_full_value_is_all_images(setup):
     assert abs(curve.full_value("fd") - vdna.FD(gref, g)) <= fd_tol_dna(gref, g)
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 39, 40, 41, 120])
-def test_fd_to_reference_both_routes_against_the_core(n):
+@pytest.mark.parametrize("n, n_ref", [(1, 300), (2, 300), (7, 300), (39, 300), (40, 300), (41, 300), (120, 300),
+                                      (7, 12), (120, 12)])
+def test_fd_to_reference_both_routes_against_the_core(n, n_ref):
+    # n_ref = 12 < 40 neurons: a singular reference covariance (rank 11), whose factor keeps only the
+    # eigenvalues above the core's rank tolerance
     from vdna.stability import _FrechetToReference
 
     rng = np.random.default_rng(n)
     c = 40
     basis = rng.standard_normal((c, c))
-    ref = rng.standard_normal((300, c)) @ basis * 0.2 + 1.0
+    ref = rng.standard_normal((n_ref, c)) @ basis * 0.2 + 1.0
     mu_r, sig_r = ref.mean(axis=0), np.cov(ref, rowvar=False)
     x = rng.standard_normal((n, c)) @ basis * 0.3
     mu = x.mean(axis=0)
@@ -166,6 +196,15 @@ def test_fd_to_reference_both_routes_against_the_core(n):
 
     want = float(_core.fd(mu_r, sig_r, mu, sig))
     assert abs(got - want) <= fd_tol(mu_r, sig_r, mu, sig)
+    # the same set as a subset (rows in shuffled order) of a larger projected set whose mean is far
+    # from the subset's: the curve's route (project once, centre each subset's columns)
+    others = rng.standard_normal((50, c)) @ basis * 0.3 + 2.0
+    pool = np.concatenate([others[:20], x, others[20:]])
+    rows = 20 + rng.permutation(n)
+    frechet = _FrechetToReference(mu_r, sig_r)
+    frechet.project(pool)
+    assert frechet._reference_factor().shape == (c, min(c, n_ref - 1))
+    assert abs(frechet.subset_distance(mu, rows) - want) <= fd_tol(mu_r, sig_r, mu, sig)
 
 
 def test_subsets_are_nested_prefixes_of_seeded_permutations(setup):
@@ -199,6 +238,31 @@ def test_memory_mapped_tables_give_the_same_curve(setup, tmp_path):
     sa.update(acts)
     other = sa.compute(refs[0])
     np.testing.assert_array_equal(other.values["emd"], curve.values["emd"])
+    sa.close()
+    assert not any(tmp_path.iterdir())
+
+
+def test_timings_cover_every_stage(setup):
+    _, _, sa, _ = setup
+    assert set(sa.timings) == {"histogram counts", "mean vectors", "emd read-out", "gaussian read-out"}
+    assert all(v > 0 for v in sa.timings.values())  # every stage ran (update twice, compute once)
+
+
+def test_tables_that_do_not_fit_spill_layer_by_layer(setup, tmp_path):
+    # 13 tables (4 repeats x 3 sizes + the rest) x 16 bins x 4 bytes: layer b 4160 bytes, layer a 2496;
+    # the resident state (histograms only) is 2 x 5 neurons x 16 bins x 8 bytes = 1280 bytes
+    acts, refs, _, curve = setup
+    sa = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
+                           activation_ranges=RANGES, layouts=LAYOUTS, max_memory=1280 + 4160 + 100,
+                           temp_dir=str(tmp_path))
+    assert sa.memory["table_bytes"] == 2496 + 4160 and sa.memory["resident_bytes"] == 1280
+    assert sa.memory["spilled_layers"] == ["a"] and sa.memory["spilled_bytes"] == 2496
+    assert isinstance(sa._tables["a"], np.memmap) and not isinstance(sa._tables["b"], np.memmap)
+    assert sa._tables["b"].shape == (5, 13, 16)  # neuron-major: (C, tables, bins)
+    sa.update(acts)
+    other = sa.compute(refs[0])
+    for m in other.metrics:
+        np.testing.assert_array_equal(other.values[m], curve.values[m])
     sa.close()
     assert not any(tmp_path.iterdir())
 
@@ -327,10 +391,12 @@ def test_core_count_groups_checks_before_changing_anything():
 
     h = _core.HistAccumulator(np.zeros(2), np.ones(2), 4)
     x = np.full((3, 2, 2), 0.3, dtype=np.float32)
-    tables = np.zeros((2, 2, 4), dtype=np.uint32)
-    imgs, nans = np.zeros(2, dtype=np.int64), np.zeros((2, 2), dtype=np.int64)
-    with pytest.raises(ValueError, match="table 2 is not in"):
-        h.count_groups(x, np.array([[0], [1], [2]]), tables, imgs, nans)
+    tables = np.zeros((2, 3, 4), dtype=np.uint32)  # neuron-major: (2 neurons, 3 tables, 4 bins)
+    imgs, nans = np.zeros(3, dtype=np.int64), np.zeros((3, 2), dtype=np.int64)
+    with pytest.raises(ValueError, match="table 3 is not in"):
+        h.count_groups(x, np.array([[0], [1], [3]]), tables, imgs, nans)
+    with pytest.raises(ValueError, match=r"tables has shape \(3, 2, 4\); expected \(2, n, 4\)"):
+        h.count_groups(x, np.array([[0], [1], [2]]), np.zeros((3, 2, 4), dtype=np.uint32), imgs, nans)
     assert not tables.any() and not imgs.any()
     imgs[0] = 2**32 // 2 - 1  # one more image of 2 samples would overflow a 32-bit count
     with pytest.raises(ValueError, match="overflow"):
@@ -338,12 +404,12 @@ def test_core_count_groups_checks_before_changing_anything():
     imgs[0] = 0
     with pytest.raises(TypeError, match="uint32"):
         h.count_groups(x, np.array([[0], [1], [1]]), tables.astype(np.int64), imgs, nans)
-    h.count_groups(x, np.array([[0], [1], [-1]]), tables, imgs, nans)
-    # 0.3 in [0, 1] with 4 bins -> bin 1 (t = 1.2); each image: 2 samples per neuron
-    expected = np.zeros((2, 2, 4), dtype=np.uint32)
-    expected[:, :, 1] = 2
+    h.count_groups(x, np.array([[0], [2], [-1]]), tables, imgs, nans)
+    # 0.3 in [0, 1] with 4 bins -> bin 1 (t = 1.2); each image: 2 samples per neuron; tables 0 and 2
+    expected = np.zeros((2, 3, 4), dtype=np.uint32)
+    expected[:, [0, 2], 1] = 2
     np.testing.assert_array_equal(tables, expected)
-    np.testing.assert_array_equal(imgs, [1, 1])
+    np.testing.assert_array_equal(imgs, [1, 0, 1])
     assert h.num_images == 0  # the accumulator itself is unchanged
 
 

@@ -9,10 +9,11 @@ images accumulates every group (:class:`SubsetAccumulator`); subset k of repeat 
 0..k (counts add exactly; Gaussians are re-accumulated from stored per-image mean vectors). The
 network therefore runs once per image.
 
-Memory: histogram groups are R x K tables of uint32 counts per neuron and bin (R repeats, K sizes);
-when they exceed ``max_memory`` they live in a temporary memory-mapped file (the operating system
-pages them), deleted when the accumulator is closed or collected. Gaussians store one float64 mean
-vector per image.
+Memory: histogram groups are about R x K tables of uint32 counts per neuron and bin (R repeats, K
+sizes; see ``SubsetAccumulator.__init__``), stored neuron-major per layer ((C, T, B): one neuron's
+rows of every table are contiguous); the layers whose tables do not fit in ``max_memory`` live in
+temporary memory-mapped files (the operating system pages them), deleted when the accumulator is
+closed or collected. Gaussians store one float64 mean vector per image.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -32,6 +34,7 @@ from .ranges import ActivationRanges
 
 DEFAULT_DISTRIBUTIONS = ("histogram-1000", "layer-gaussian")
 DEFAULT_MAX_MEMORY = 4 * 2**30
+_STAGES = ("histogram counts", "mean vectors", "emd read-out", "gaussian read-out")
 _FORMAT = "vdna-stability-curve"
 _VERSION = 1
 
@@ -88,6 +91,8 @@ class SubsetAccumulator:
     ``update(activations, indices=None)`` takes {layer: (N, ...)} arrays of images ``indices``
     (default: the next N images in order); every image must be given exactly once before
     ``compute(reference)``. Results do not depend on batch sizes or on the order images arrive in.
+    ``timings``: seconds spent so far in each stage (histogram counts, mean vectors, EMD read-out,
+    Gaussian read-out); ``memory``: the memory plan (bytes, spilled layers).
     """
 
     def __init__(
@@ -126,14 +131,22 @@ class SubsetAccumulator:
         position[rows, self.permutations] = np.arange(self.n_images)[None, :]
         self._group = np.searchsorted(self.sizes, position, side="right")
         K, R = len(self.sizes), self.repeats
-        # histogram tables: t = r*K + k; one more (index R*K) holds repeat 0's images beyond the
-        # largest size, so that the full-set DNA is repeat 0's groups summed.
+        # histogram tables: group k of repeat r is table r*G + k for k < G (G groups stored per repeat).
+        # When the largest size is all images, the largest group of each repeat is not stored (G = K-1):
+        # its subset (k = K-1) is every image, counted once in one more table F (index R*G); an image
+        # then goes to F and to one table per repeat only where it is not in that repeat's largest
+        # group (fewer scattered additions per image, R-1 fewer tables). Otherwise (G = K) one more
+        # table (index R*K) holds repeat 0's images beyond the largest size, so that the full-set DNA
+        # is repeat 0's groups summed.
         self._rest = bool(self.sizes[-1] < self.n_images)
-        self.n_tables = R * K + int(self._rest)
-        table_of = np.where(self._group < K, rows * K + self._group, -1)
+        G = self._stored = K if self._rest else K - 1
+        self.n_tables = R * G + 1
+        table_of = np.where(self._group < G, rows * G + self._group, -1)
         if self._rest:
             table_of[0, self._group[0] == K] = R * K
-        self._table_of = np.ascontiguousarray(table_of.T)  # (n_images, R)
+        else:
+            table_of = np.concatenate([table_of, np.full((1, self.n_images), R * G)])
+        self._table_of = np.ascontiguousarray(table_of.T)  # (n_images, R or R + 1)
 
         self._hist_name = next((d for d in self.distributions if d.startswith("histogram")), None)
         self._gauss_name = next((d for d in self.distributions if not d.startswith("histogram")), None)
@@ -147,6 +160,8 @@ class SubsetAccumulator:
         self._seen = np.zeros(self.n_images, dtype=bool)
         self._next = 0
         self._reduced_on = None  # after a distributed compute: "here" (this rank holds every rank's state) or a rank
+        # seconds spent per stage (update: histogram counts, mean vectors; compute: read-outs)
+        self.timings = {stage: 0.0 for stage in _STAGES}
         self.memory = self._plan_memory(temp_dir)
 
         if self._hist_name is not None:
@@ -176,31 +191,52 @@ class SubsetAccumulator:
             table_bytes = self.n_tables * total_c * int(bins) * 4
             resident += 2 * max_c * int(bins) * 8  # one layer's int64 running sum and reference copy
         if self._gauss_name is not None:
-            resident += self.n_images * total_c * 8 + 3 * max_c * max_c * 8
+            # per-image mean vectors; one layer's reference, factor and eigh work space; its projection
+            resident += self.n_images * total_c * 8 + 3 * max_c * max_c * 8 + max_c * self.n_images * 8
         if resident > self.max_memory:
             raise ValueError(
                 f"stability: the resident state needs {_gib(resident)} (per-image mean vectors of {self.n_images} "
                 f"images x {total_c} neurons and one layer's working copies), more than max_memory="
                 f"{_gib(self.max_memory)}; raise max_memory or use fewer images"
             )
-        spill = resident + table_bytes > self.max_memory
+        # Layers whose tables do not fit next to the resident state go to a memory-mapped file. Every
+        # batch dirties most of a spilled layer's pages (the kernel then writes them back), so as
+        # many bytes as fit stay in memory: largest layers first, each kept if it still fits.
+        self._spilled: List[str] = []
+        spilled_bytes = 0
+        if self._hist_name is not None:
+            room = self.max_memory - resident
+            per_layer = {l: self.n_tables * c * int(bins) * 4 for l, c in self.neurons_list.items()}
+            for layer in sorted(per_layer, key=lambda l: -per_layer[l]):  # stable: network order on ties
+                if per_layer[layer] <= room:
+                    room -= per_layer[layer]
+                else:
+                    self._spilled.append(layer)
+                    spilled_bytes += per_layer[layer]
+            self._spilled.sort(key=list(self.neurons_list).index)
+        spill = bool(self._spilled)
         if spill:
             self._tmp_dir = tempfile.mkdtemp(prefix="vdna-stability-", dir=temp_dir)
             free = shutil.disk_usage(self._tmp_dir).free
-            if table_bytes > free:
+            if spilled_bytes > free:
                 shutil.rmtree(self._tmp_dir, ignore_errors=True)
                 self._tmp_dir = None
+                fit = max(0, int((free + self.max_memory - resident) // max(1, table_bytes // self.n_tables)))
                 raise ValueError(
                     f"stability: {self.repeats} repeats x {len(self.sizes)} sizes of histograms need {_gib(table_bytes)} "
-                    f"of counts; that exceeds max_memory={_gib(self.max_memory)} and the {_gib(free)} free in the "
-                    f"temporary folder; at most {max(0, int(free // max(1, table_bytes // self.n_tables)))} tables "
+                    f"of counts, {_gib(spilled_bytes)} of them beyond max_memory={_gib(self.max_memory)}; that exceeds "
+                    f"the {_gib(free)} free in the temporary folder; at most "
+                    f"{fit} tables "
                     "(repeats x sizes) would fit: use fewer repeats or sizes, or point temp_dir= at a larger disk"
                 )
-        return {"resident_bytes": resident, "table_bytes": table_bytes, "spilled": spill}
+        return {"resident_bytes": resident, "table_bytes": table_bytes, "spilled": spill,
+                "spilled_layers": list(self._spilled), "spilled_bytes": spilled_bytes}
 
     def _new_tables(self, layer: str, c: int) -> np.ndarray:
-        shape = (self.n_tables, c, self.bins)
-        if self._tmp_dir is None:
+        # neuron-major: tables[c, t] is neuron c's row of table t, so one neuron's rows of every table
+        # are contiguous (count_groups updates them together; cache- and page-friendly when spilled)
+        shape = (c, self.n_tables, self.bins)
+        if layer not in self._spilled:
             return np.zeros(shape, dtype=np.uint32)
         path = os.path.join(self._tmp_dir, f"{len(self._tables)}.u32")
         return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint32, shape=shape)
@@ -255,11 +291,15 @@ class SubsetAccumulator:
         groups = np.ascontiguousarray(self._table_of[idx])
         for layer, x in arrays.items():
             if self._hists:
+                t0 = time.perf_counter()
                 self._hists[layer].count_groups(x, groups, self._tables[layer], self._table_images[layer],
                                                 self._table_nans[layer])
+                self.timings["histogram counts"] += time.perf_counter() - t0
             if self._means:
+                t0 = time.perf_counter()
                 means, _ = _core.image_mean_vectors(x, self.neurons_list[layer], layout=self.layouts[layer])
                 self._means[layer][idx] = means
+                self.timings["mean vectors"] += time.perf_counter() - t0
         self._seen[idx] = True
         self._next = int(idx.max()) + 1 if indices is None else self._next
 
@@ -304,9 +344,13 @@ class SubsetAccumulator:
         values: Dict[str, np.ndarray] = {}
         full: Dict[str, float] = {}
         if self._hist_name is not None:
+            t0 = time.perf_counter()
             self._histogram_values(refs[self._hist_name], values, full)
+            self.timings["emd read-out"] += time.perf_counter() - t0
         if self._gauss_name is not None:
+            t0 = time.perf_counter()
             self._gaussian_values(refs[self._gauss_name], values, full)
+            self.timings["gaussian read-out"] += time.perf_counter() - t0
         for v in values.values():
             if v.shape != (R, K):  # internal consistency, not user input
                 raise RuntimeError("stability: internal error in the curve's shape")
@@ -334,26 +378,42 @@ class SubsetAccumulator:
                 raise ValueError("the reference histogram DNA was binned with other activation ranges than these "
                                  "(its ranges checksum differs); make both with the same activation_ranges")
 
+    def _subset_tables(self, r: int, k: int) -> List[int]:
+        """The tables whose sum is the histogram of subset k of repeat r."""
+        G = self._stored
+        return [r * G + j for j in range(k + 1)] if k < G else [self.repeats * G]
+
+    def _full_tables(self) -> List[int]:
+        """The tables whose sum is the histogram of all images."""
+        if not self._rest:
+            return [self.repeats * self._stored]
+        return list(range(len(self.sizes))) + [self.repeats * len(self.sizes)]
+
+    def _sum_tables(self, tables: np.ndarray, which: Sequence[int]) -> np.ndarray:
+        out = np.zeros((tables.shape[0], tables.shape[2]), dtype=np.int64)
+        for t in which:
+            out += tables[:, t]
+        return out
+
     def _histogram_values(self, ref: VDNA, values, full) -> None:
         # The same core calls, in the same order, as vdna.EMD(reference, subset DNA): per layer the
         # mean over neurons (emd_many), then the all-neuron mean as Σ_l (C_l / C) · mean_l.
-        K, R = len(self.sizes), self.repeats
+        K, R, G = len(self.sizes), self.repeats, self._stored
         layers = list(self.neurons_list)
         total = sum(self.neurons_list.values())
         emd = {layer: np.zeros((R, K)) for layer in layers}
         emd_full = {}
         for layer in layers:
             ref_counts = ref.data[layer]
-            for r in range(R + 1):  # r == R: all images (repeat 0's groups and the rest)
-                running = np.zeros(self._tables[layer].shape[1:], dtype=np.int64)
-                for k in range(K):
-                    running += self._tables[layer][(0 if r == R else r) * K + k]
-                    if r < R:
-                        emd[layer][r, k] = _core.emd_many(ref_counts, [running])[0]
-                if r == R:
-                    if self._rest:
-                        running += self._tables[layer][R * K]
-                    emd_full[layer] = float(_core.emd_many(ref_counts, [running])[0])
+            tables = self._tables[layer]
+            emd_full[layer] = float(_core.emd_many(ref_counts, [self._sum_tables(tables, self._full_tables())])[0])
+            for r in range(R):
+                running = np.zeros((self.neurons_list[layer], self.bins), dtype=np.int64)
+                for k in range(G):
+                    running += tables[:, r * G + k]
+                    emd[layer][r, k] = _core.emd_many(ref_counts, [running])[0]
+                if G < K:  # k = K-1: every image (table F)
+                    emd[layer][r, K - 1] = emd_full[layer]
         values["emd"] = np.zeros((R, K))
         full["emd"] = 0.0
         for l in layers:
@@ -386,22 +446,25 @@ class SubsetAccumulator:
                                  "activations, so their Gaussian distances are undefined (histograms count NaN "
                                  "apart; use only a histogram distribution)")
             frechet = _FrechetToReference(ref_mu, ref_d["sigma"]) if layer_cov else None
+            if frechet is not None:
+                frechet.project(means)  # one product for every subset of these images
 
-            def measure(acc, samples, r, k):
+            def measure(acc, rows, r, k):
                 mu, var = acc.mean, acc.var
                 nfd[layer][r][k] = _core.nfd(ref_mu, ref_var, mu, var)
                 if frechet is not None:
-                    fd[layer][r, k] = frechet.distance(mu, samples)
+                    # a subset of every image is the full set: its FD (one SVD) is computed once
+                    fd[layer][r, k] = fd[layer][R, 0] if r < R and rows is None else frechet.subset_distance(mu, rows)
 
+            acc = _core.MomentAccumulator(c, layout="channels")
+            acc.update(means)
+            measure(acc, np.arange(self.n_images), R, 0)
             for r in range(R):
                 acc = _core.MomentAccumulator(c, layout="channels")
                 perm = self.permutations[r]
                 for k in range(K):
                     acc.update(means[perm[cuts[k]:cuts[k + 1]]])
-                    measure(acc, means[perm[: cuts[k + 1]]] if frechet is not None else None, r, k)
-            acc = _core.MomentAccumulator(c, layout="channels")
-            acc.update(means)
-            measure(acc, means, R, 0)
+                    measure(acc, perm[: cuts[k + 1]] if cuts[k + 1] < self.n_images else None, r, k)
         cells = [(r, k) for r in range(R) for k in range(K)]
         if layer_cov:
             values["fd"] = np.zeros((R, K))
@@ -436,15 +499,13 @@ class SubsetAccumulator:
             "histogram") else None, layouts=self.layouts if name.startswith("histogram") else None,
             feature_extractor_name=self.feature_extractor_name)
         if name.startswith("histogram"):
-            tabs = [t * K + j for t in [max(r, 0)] for j in range(K if r == -1 else k + 1)]
-            if r == -1 and self._rest:
-                tabs.append(R * K)
+            tabs = self._full_tables() if r == -1 else self._subset_tables(r, k)
             n_img = int(sum(self._table_images[next(iter(self.neurons_list))][t] for t in tabs))
             for layer in self.neurons_list:
-                counts = np.zeros(self._tables[layer].shape[1:], dtype=np.int64)
+                counts = np.zeros((self.neurons_list[layer], self.bins), dtype=np.int64)
                 nans = np.zeros(self.neurons_list[layer], dtype=np.int64)
                 for t in tabs:
-                    counts += self._tables[layer][t]
+                    counts += self._tables[layer][:, t]
                     nans += self._table_nans[layer][t]
                 acc._accs[layer].add_counts(counts, nans, n_img)
         else:
@@ -459,22 +520,36 @@ class _FrechetToReference:
     FD = |μ − μr|² + tr Σ + tr Σr − 2 tr √(Σr^½ Σ Σr^½), by the route ``vdna.FD`` takes
     (docs/design.md, "The Fréchet distance"): tr √(Σr^½ Σ Σr^½) is the nuclear norm of FrᵀF for any
     factors Σr = Fr Frᵀ and Σ = F Fᵀ, and a subset's covariance comes factored: Σ = XcᵀXc / (N − 1)
-    (Xc: its N per-image mean vectors minus their mean), so F = Xcᵀ / √(N − 1). Fr (eigenvectors
-    scaled by √λ, negative rounding-level eigenvalues clipped to 0) is computed once per reference;
-    each subset then costs one C x C by C x N product and the singular values of the C x N result,
-    and no condition number is squared. The result agrees with ``vdna.FD`` to rounding (tests:
-    tolerance derived from the traces); a rounding-level negative is returned as 0, as there."""
+    (Xc: its N per-image mean vectors minus their mean), so F = Xcᵀ / √(N − 1). Fr (C x r:
+    eigenvectors scaled by √λ over the r eigenvalues above the core's rank tolerance C·ε·λmax) is
+    computed once per reference, and no condition number is squared. The result agrees with
+    ``vdna.FD`` to rounding (tests: tolerance derived from the traces); a rounding-level negative is
+    returned as 0, as there.
+
+    ``distance(mu, samples)``: one sample set (one r x C by C x N product, then the singular values
+    of the r x N result). Many subsets of one set of images (a stability curve): ``project(samples)``
+    once computes P = Frᵀ (X − x̄)ᵀ for all n images (centred on their common mean x̄, so that
+    rounding is relative to the spread, not to the mean); ``subset_distance(mu, rows)`` then takes
+    P's columns ``rows`` centred on their own mean, which is Frᵀ Xcᵀ of the subset (centring commutes
+    with the linear map Frᵀ), and costs only the singular values of that r x N block."""
 
     def __init__(self, mu, sigma):
         self.mu = np.asarray(mu, dtype=np.float64)
         self.sigma = np.asarray(sigma, dtype=np.float64)
         self.trace = float(np.trace(self.sigma))
         self._factor = None
+        self._samples = None
+        self._projected = None
 
     def _reference_factor(self) -> np.ndarray:
+        # C x r: eigenvectors scaled by √λ over the eigenvalues above C·ε·λmax, the core's rank rule
+        # (docs/design.md): the others are the rounding noise of a singular covariance (a reference
+        # of fewer images than neurons), whose square roots would add √ε-sized errors. Every subset's
+        # SVD then has r rows instead of C.
         if self._factor is None:
             w, v = np.linalg.eigh((self.sigma + self.sigma.T) * 0.5)
-            self._factor = v * np.sqrt(np.clip(w, 0.0, None))
+            keep = w > len(w) * np.finfo(np.float64).eps * max(float(w[-1]), 0.0) if len(w) else w > 0
+            self._factor = v[:, keep] * np.sqrt(w[keep])
         return self._factor
 
     def distance(self, mu, samples) -> float:
@@ -486,8 +561,31 @@ class _FrechetToReference:
             return d2 + self.trace
         xc = x - np.asarray(mu, dtype=np.float64)
         tr = float(np.einsum("ij,ij->", xc, xc)) / (n - 1)
-        product = (self._reference_factor().T @ xc.T) / np.sqrt(n - 1)  # Frᵀ F, C x N
+        product = (self._reference_factor().T @ xc.T) / np.sqrt(n - 1)  # Frᵀ F, r x N
         nuclear = float(np.linalg.svd(product, compute_uv=False).sum())
+        return max(0.0, d2 + tr + self.trace - 2.0 * nuclear)
+
+    def project(self, samples) -> None:
+        """Prepare :meth:`subset_distance` for subsets (rows) of ``samples`` (n x C)."""
+        x = np.asarray(samples, dtype=np.float64)
+        self._samples = x
+        self._projected = self._reference_factor().T @ (x - x.mean(axis=0)).T  # r x n
+
+    def subset_distance(self, mu, rows) -> float:
+        """FD of the subset ``rows`` of the projected samples (``mu``: its mean vector)."""
+        if self._projected is None:
+            raise RuntimeError("_FrechetToReference.subset_distance: call project(samples) first")
+        rows = np.asarray(rows, dtype=np.int64)
+        n = len(rows)
+        diff = np.asarray(mu, dtype=np.float64) - self.mu
+        d2 = float(diff @ diff)
+        if n < 2:  # one image: zero covariance
+            return d2 + self.trace
+        xc = self._samples[rows] - np.asarray(mu, dtype=np.float64)
+        tr = float(np.einsum("ij,ij->", xc, xc)) / (n - 1)
+        block = self._projected[:, rows]
+        block -= block.mean(axis=1, keepdims=True)
+        nuclear = float(np.linalg.svd(block, compute_uv=False).sum()) / np.sqrt(n - 1)
         return max(0.0, d2 + tr + self.trace - 2.0 * nuclear)
 
 

@@ -2,12 +2,15 @@
  *
  * Each (image, neuron) is binned once (vdna_hist_bin_block: the bins of vdna_hist_update) into a
  * local histogram that remembers which bins it touched; the touched bins are then added to the rows
- * of the image's tables. Parallel over neurons: every thread owns its neurons' rows in every table,
- * so the counts are exact and do not depend on the number of threads. */
+ * of the image's tables (all of a neuron's rows lie together: tables are neuron-major, so the rows one
+ * neuron's images update stay in cache and in few pages, also when the tables are a memory-mapped
+ * file). Parallel over neurons: every thread owns its neurons' rows in every table, so the counts are
+ * exact and do not depend on the number of threads. */
 #include "activations.h"
 #include "vdna_accum.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
     uint32_t *slots;  /* bins + 1 (NaN slot), zero between images */
@@ -21,7 +24,7 @@ typedef struct {
     const vdna_acts *a;
     int64_t n_neurons, bins;
     const int64_t *groups;
-    int64_t n_sets, n_jobs;
+    int64_t n_sets, n_jobs, n_tables;
     uint32_t *tables;
     int64_t *table_nans;
     groups_scratch *scratch; /* one per job */
@@ -38,6 +41,8 @@ static void count_groups_jobs(void *ctx, int64_t j0, int64_t j1) {
         groups_scratch *s = job->scratch + j;
         const int64_t c0 = C * j / job->n_jobs, c1 = C * (j + 1) / job->n_jobs;
         for (int64_t c = c0; c < c1; c++) {
+            /* neuron c's rows of every table: contiguous (tables are neuron-major) */
+            uint32_t *neuron_rows = job->tables + (size_t)c * (size_t)job->n_tables * (size_t)B;
             for (int64_t n = 0; n < a->n_images; n++) {
                 int64_t m = 0;
                 const int64_t base = n * a->image_stride + c * a->neuron_stride;
@@ -60,17 +65,27 @@ static void count_groups_jobs(void *ctx, int64_t j0, int64_t j1) {
                     }
                 }
                 const uint32_t nan_count = s->slots[B];
+                /* Many touched bins: add the whole local histogram (a vectorisable pass over B
+                 * bins per table) instead of scattering bin by bin. */
+                const int dense = 4 * m > B;
                 for (int64_t r = 0; r < job->n_sets; r++) {
                     const int64_t t = job->groups[n * job->n_sets + r];
                     if (t < 0) continue;
-                    uint32_t *row = job->tables + ((size_t)t * (size_t)C + (size_t)c) * (size_t)B;
-                    for (int64_t q = 0; q < m; q++) {
-                        const int32_t b = s->touched[q];
-                        if (b != B) row[b] += s->slots[b];
+                    uint32_t *row = neuron_rows + (size_t)t * (size_t)B;
+                    if (dense) {
+                        for (int32_t b = 0; b < B; b++) row[b] += s->slots[b];
+                    } else {
+                        for (int64_t q = 0; q < m; q++) {
+                            const int32_t b = s->touched[q];
+                            if (b != B) row[b] += s->slots[b];
+                        }
                     }
                     job->table_nans[t * C + c] += nan_count;
                 }
-                for (int64_t q = 0; q < m; q++) s->slots[s->touched[q]] = 0;
+                if (dense)
+                    memset(s->slots, 0, ((size_t)B + 1) * sizeof *s->slots);
+                else
+                    for (int64_t q = 0; q < m; q++) s->slots[s->touched[q]] = 0;
             }
         }
     }
@@ -133,7 +148,7 @@ vdna_status vdna_hist_count_groups(const vdna_hist *h, const vdna_array *x, cons
         ok = scratch[j].slots != NULL && scratch[j].touched != NULL;
     }
     if (ok) {
-        groups_job job = {h, &a, C, B, groups, n_sets, n_jobs, tables, table_nans, scratch};
+        groups_job job = {h, &a, C, B, groups, n_sets, n_jobs, n_tables, tables, table_nans, scratch};
         st = vdna_parallel_for(n_jobs, 1, count_groups_jobs, &job);
     } else {
         st = vdna_fail(VDNA_ERR_NOMEM, "hist count_groups: cannot allocate the local histograms");

@@ -80,9 +80,10 @@ int vdna_hist_kernel_available(const char *name);
 
 /* Subsets of a dataset from one pass (stability curves; subset.c): count image i's values into the
  * tables groups[i * n_sets + s] for s < n_sets (-1: none), with the bins of h (exactly those of
- * vdna_hist_update, value for value). h itself is not changed. A table is n_neurons x bins uint32
- * counts, row-major; `tables` holds n_tables of them back to back (caller-owned memory, e.g. a
- * memory-mapped file). table_images[t] (images counted into table t so far) and table_nans
+ * vdna_hist_update, value for value). h itself is not changed. `tables` is n_neurons x n_tables x
+ * bins uint32 counts, row-major (neuron-major: neuron c's row of table t is at (c * n_tables + t) *
+ * bins, so one neuron's rows of every table are contiguous); caller-owned memory, e.g. a
+ * memory-mapped file. table_images[t] (images counted into table t so far) and table_nans
  * (n_tables x n_neurons NaN counts) are updated too.
  * Everything is checked before anything changes: group indices in [-1, n_tables), and
  * (table_images[t] + this batch's images for t) x samples per image <= 2^32 - 1 for every table

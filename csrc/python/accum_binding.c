@@ -480,8 +480,13 @@ static PyArrayObject *inplace_array(PyObject *obj, int type, int ndim, const npy
     for (int d = 0; !bad && d < ndim; d++) bad = shape[d] >= 0 && PyArray_DIM(arr, d) != shape[d];
     if (bad) {
         PyObject *got = shape_str(arr);
-        PyErr_Format(PyExc_ValueError, "%s: %s has shape %S; expected %d dimensions (%zd, ...)", ctx, what,
-                     got ? got : Py_None, ndim, (Py_ssize_t)shape[0]);
+        char want[128];
+        size_t pos = 0;
+        for (int d = 0; d < ndim && pos < sizeof want; d++) /* -1: any length ("n") */
+            pos += (size_t)(shape[d] >= 0 ? snprintf(want + pos, sizeof want - pos, "%s%lld", d ? ", " : "",
+                                                     (long long)shape[d])
+                                          : snprintf(want + pos, sizeof want - pos, "%sn", d ? ", " : ""));
+        PyErr_Format(PyExc_ValueError, "%s: %s has shape %S; expected (%s)", ctx, what, got ? got : Py_None, want);
         Py_XDECREF(got);
         return NULL;
     }
@@ -503,10 +508,10 @@ static PyObject *hist_count_groups(AccumObject *self, PyObject *args, PyObject *
     const npy_intp C = C_OF(self), B = (npy_intp)vdna_hist_bins(self->state);
     PyArrayObject *tables = NULL, *images = NULL, *nans = NULL, *groups = NULL, *keep = NULL;
     vdna_array arr;
-    npy_intp tshape[3] = {-1, C, B};
+    npy_intp tshape[3] = {C, -1, B}; /* neuron-major: one neuron's rows of every table are contiguous */
     tables = inplace_array(tables_obj, NPY_UINT32, 3, tshape, ctx, "tables");
     if (tables == NULL) goto fail;
-    npy_intp T = PyArray_DIM(tables, 0), ishape[1] = {T}, nshape[2] = {T, C};
+    npy_intp T = PyArray_DIM(tables, 1), ishape[1] = {T}, nshape[2] = {T, C};
     images = inplace_array(images_obj, NPY_INT64, 1, ishape, ctx, "table_images");
     if (images == NULL) goto fail;
     nans = inplace_array(nans_obj, NPY_INT64, 2, nshape, ctx, "table_nans");
@@ -563,8 +568,8 @@ static PyMethodDef hist_methods[] = {
      "add_counts(counts, nan_counts, num_images): add a saved state ((C, B) and (C,) non-negative integers)."},
     {"count_groups", (PyCFunction)(void (*)(void))hist_count_groups, METH_VARARGS | METH_KEYWORDS,
      "count_groups(x, groups, tables, table_images, table_nans): count image i of the batch x into the tables "
-     "groups[i, s] (-1: none) with this accumulator's bins, in place (tables (T, C, B) uint32, table_images (T,) "
-     "and table_nans (T, C) int64). The accumulator itself is unchanged."},
+     "groups[i, s] (-1: none) with this accumulator's bins, in place (tables (C, T, B) uint32: neuron-major, "
+     "table t of neuron c is tables[c, t]; table_images (T,) and table_nans (T, C) int64). The accumulator itself is unchanged."},
     {NULL, NULL, 0, NULL},
 };
 

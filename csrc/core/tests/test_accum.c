@@ -1187,7 +1187,8 @@ static void test_count_groups(int64_t N, int64_t C, int64_t S, int64_t B, int64_
         for (int64_t s = 0; s < n_sets; s++) {
             const int64_t t = groups[n * n_sets + s];
             if (t < 0) continue;
-            for (int64_t i = 0; i < C * B; i++) want[t * C * B + i] += rc[i];
+            for (int64_t c = 0; c < C; c++) /* neuron-major tables: (C, T, B) */
+                for (int64_t b = 0; b < B; b++) want[(c * T + t) * B + b] += rc[c * B + b];
             for (int64_t c = 0; c < C; c++) want_nans[t * C + c] += rn[c];
             want_images[t]++;
         }
@@ -1272,6 +1273,7 @@ int main(void) {
     test_count_groups(7, 5, 300, 10, 3, 6, 0);   /* several blocks per run */
     test_count_groups(9, 3, 17, 1000, 2, 4, 1);  /* float32, sparse bins */
     test_count_groups(4, 2, 5, 1, 1, 2, 0);      /* one bin */
+    test_count_groups(8, 4, 300, 1000, 3, 5, 1); /* images on both sides of the dense/sparse switch */
     if (failures) {
         fprintf(stderr, "test_accum: %d failure(s)\n", failures);
         return 1;
