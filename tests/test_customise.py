@@ -179,6 +179,28 @@ def test_lp_finds_the_obvious_solution():
     assert ev["removal"] == pytest.approx(1.0, abs=1e-9) and ev["deviation"] == pytest.approx(0.0, abs=1e-7)
 
 
+@pytest.mark.parametrize("reg", [0.0, 0.1])
+def test_lp_leaves_dead_neurons_at_the_uniform_weight(reg):
+    """Neurons at distance 0 in every pair (dead ones) leave the LP and keep w = 1/N, which is optimal
+    (they only pay the pull to uniform); the result is no worse than a grid over the live neurons."""
+    rng = np.random.default_rng(3)
+    n, dead = 6, [1, 4]
+    d_ignore = rng.uniform(0.1, 2.0, size=(1, n))
+    d_keep = rng.uniform(0.1, 2.0, size=(3, n))
+    d_ignore[:, dead] = 0.0
+    d_keep[:, dead] = 0.0
+    w = learn_weights([pair_with_distances(d) for d in d_ignore], [pair_with_distances(d) for d in d_keep],
+                      regularization=reg, max_weight=3.0).to_array()
+    np.testing.assert_array_equal(w[dead], 1.0 / n)
+    grid = np.linspace(0.0, 3.0 / n, 31)
+    live = [i for i in range(n) if i not in dead]
+    points = np.zeros((31 ** len(live), n))
+    points[:, live] = np.array(list(itertools.product(grid, repeat=len(live))))
+    points[:, dead] = 1.0 / n
+    best = _grid_loss(points, d_ignore, d_keep, reg).min()
+    assert _loss(w, d_ignore, d_keep, reg) <= best + 1e-6  # HiGHS's optimality tolerance, as above
+
+
 def test_adam_agrees_and_both_are_deterministic():
     rng = np.random.default_rng(9)
     d_ignore, d_keep = rng.uniform(0.1, 2.0, size=(2, 6)), rng.uniform(0.1, 2.0, size=(4, 6))

@@ -441,6 +441,9 @@ def _normalised(d: np.ndarray, where: str) -> np.ndarray:
     return d / mean
 
 
+_LP_METHODS = ("highs", "highs-ipm", "highs-ds")
+
+
 def _solve_lp(a: np.ndarray, keep: np.ndarray, reg: float, cap: Optional[float]):
     """The LP. With w = 1/N + p − m (0 ≤ m ≤ 1/N, 0 ≤ p ≤ (cap − 1)/N) and d̂_b·w − 1 = s⁺_b − s⁻_b
     (s± ≥ 0), and since mean(d̂) = 1 makes d̂·(1/N) = 1:
@@ -457,22 +460,36 @@ def _solve_lp(a: np.ndarray, keep: np.ndarray, reg: float, cap: Optional[float])
     except ImportError as exc:
         raise ImportError("learn_weights(solver='lp') needs SciPy: `pip install vdna[analysis]` (or "
                           "`pip install scipy`), or use solver='adam'") from exc
-    b, n = keep.shape
-    u = 1.0 / n
+    b, n_all = keep.shape
+    u = 1.0 / n_all
+    # Neurons at distance 0 in every pair (dead ones) only pay the pull λ(p + m) >= 0: their optimum is
+    # exactly w = 1/N. They leave the LP: all-zero columns made HiGHS stop with an "unknown" status.
+    live = (a != 0) | np.any(keep != 0, axis=0)
+    a, keep = a[live], keep[:, live]
+    n = int(live.sum())
     c = np.concatenate([a + reg, reg - a, np.full(2 * b, 1.0 / b)])
     eye = sparse.identity(b, format="csc")
     dense = sparse.csc_matrix(keep)
     a_eq = sparse.hstack([dense, -dense, -eye, eye], format="csc")
     upper_p = None if cap is None else (cap - 1.0) * u
     bounds = np.array([(0.0, upper_p)] * n + [(0.0, u)] * n + [(0.0, None)] * (2 * b), dtype=object)
-    res = linprog(c, A_eq=a_eq, b_eq=np.zeros(b), bounds=bounds, method="highs")
-    if res.status != 0:
-        raise RuntimeError(f"the linear program was not solved: {res.message}")
-    w = u + res.x[:n] - res.x[n:2 * n]
+    # The LP is always feasible (w = 1/N, s = 0) and bounded below (c >= 0 on every unbounded column);
+    # should HiGHS's default (dual simplex) still stop without an optimum, the interior-point and then
+    # the primal simplex solvers are tried before giving up.
+    messages = []
+    for method in _LP_METHODS:
+        res = linprog(c, A_eq=a_eq, b_eq=np.zeros(b), bounds=bounds, method=method)
+        if res.status == 0:
+            break
+        messages.append(f"{method}: {res.message}")
+    else:
+        raise RuntimeError("the linear program was not solved (" + "; ".join(messages) + ")")
+    w = np.full(n_all, u)
+    w[live] = u + res.x[:n] - res.x[n:2 * n]
     # HiGHS meets the bounds to its feasibility tolerance (1e-7 relative): w >= 1/N - m can come out a
     # rounding error below 0
     w = np.clip(w, 0.0, None)
-    return w, {"iterations": int(getattr(res, "nit", 0))}
+    return w, {"iterations": int(getattr(res, "nit", 0)), "lp_method": method}
 
 
 def _solve_adam(d_ignore: np.ndarray, keep: np.ndarray, reg: float, cap: Optional[float], seed: int, steps: int,
