@@ -40,6 +40,8 @@ import vdna
 from vdna import NeuronWeights, VDNAProcessor, procedural as P
 from vdna.customise import attribute_dnas
 
+from _checks import report  # benchmarks/_checks.py (this folder is on sys.path when run as a script)
+
 EXTRACTOR, DIST, K, N_REFS = "rand_resnet50", "histogram-100", 16, 5
 
 
@@ -137,13 +139,7 @@ def main():
         ("selected neurons beat all neurons", means[best] > means["all neurons"],
          f"{means[best]:.2f} vs {means['all neurons']:.2f}"),
     ]
-    if args.quick:
-        print("(--quick: not the protocol; targets shown for information)")
-    failed = 0
-    for name, ok, value in checks:
-        print(f"{'PASS' if ok else 'FAIL'}  {name}: {value}")
-        failed += not ok
-    return 1 if failed and not args.quick else 0
+    return report(checks, args.quick)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ import numpy as np
 from vdna import choose_learning_settings, evaluate_weights, learn_weights, procedural as P
 from vdna.customise import PairDistances, attribute_dnas
 
+from _checks import report  # benchmarks/_checks.py (this folder is on sys.path when run as a script)
+
 METHODS = {  # row name: (distribution, granularity, learn_weights keywords)
     "dna-emd (neurons, EMD)": ("histogram-1000", "neuron", {}),
     "dna-fd (neurons, NFD)": ("gaussian", "neuron", {}),
@@ -247,13 +249,7 @@ def main():
         seconds, w = scale_check(args)
         checks.append(("learning 25,600 neurons x 40 attributes x 2 pairs under 30 s", seconds < 30,
                        f"{seconds:.1f} s ({w.nonzero()} non-zero weights)"))
-    if args.quick:
-        print("(--quick: not the protocol; targets shown for information)")
-    failed = 0
-    for name, ok, value in checks:
-        print(f"{'PASS' if ok else 'FAIL'}  {name}: {value}")
-        failed += not ok
-    return 1 if failed and not args.quick else 0
+    return report(checks, args.quick)
 
 
 if __name__ == "__main__":
