@@ -18,6 +18,7 @@ NCCL raise when a peer's connection closes; otherwise the group's ``timeout`` ap
 ``torchrun`` stops the other workers when one exits with an error.
 """
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -126,6 +127,22 @@ def agree_on_success(ctx: DistContext, error: Optional[BaseException]) -> None:
     failed = [(r, msg) for r, msg in enumerate(reports) if msg is not None]
     if failed:
         raise RuntimeError("distributed run stopped: " + "; ".join(f"rank {r} failed ({m})" for r, m in failed))
+
+
+@contextmanager
+def ranks_agree(ctx: Optional[DistContext]):
+    """``with ranks_agree(ctx): <this rank's work>``: with ``ctx`` None, nothing changes (exceptions
+    propagate); under torch.distributed the block's exception is held and every rank then learns
+    whether any rank failed (:func:`agree_on_success`), so no rank is left waiting in a collective."""
+    if ctx is None:
+        yield
+        return
+    error = None
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - re-raised by agree_on_success on this rank
+        error = exc
+    agree_on_success(ctx, error)
 
 
 # ---------------------------------------------------------------------------------- state reduction
@@ -351,4 +368,5 @@ def _global_rank(ctx: DistContext, group_rank: int) -> int:
 
 
 __all__ = ["DistContext", "context", "shard_range", "all_gather_json", "check_same_settings", "agree_on_success",
+           "ranks_agree",
            "reduce_accumulator", "subset_curve_over_ranks"]

@@ -185,8 +185,9 @@ class VDNAProcessor:
             from .distributed import check_same_settings
 
             check_same_settings(ctx, identity, "make_vdna", error=setup_error)
-        error = None
-        try:
+        from .distributed import ranks_agree
+
+        with ranks_agree(ctx):  # under torch.distributed a failing rank stops every rank with an error
             checkpointer = None
             if checkpoint is not None:
                 from .checkpoint import RunCheckpointer, rank_checkpoint_path
@@ -196,14 +197,6 @@ class VDNAProcessor:
                 start = checkpointer.resume(stream.accumulator, stream.meta)
             stream._run_source(src, num_workers, crop_to_square_pre_resize, resize_mode, seed, strict, verbose,
                                start=start, stop=stop, checkpointer=checkpointer)
-        except Exception as exc:
-            if ctx is None:
-                raise
-            error = exc
-        if ctx is not None:
-            from .distributed import agree_on_success
-
-            agree_on_success(ctx, error)
         vdna = stream.compute()
         if save_sample_images is not None and vdna is not None:
             stream.save_sample_images(save_sample_images)

@@ -167,8 +167,9 @@ def rank_images(
 
     import torch
 
-    error = None
-    try:  # under torch.distributed a failing rank reports to the others instead of leaving them waiting
+    from .distributed import ranks_agree
+
+    with ranks_agree(ctx):  # under torch.distributed a failing rank reports to the others, none is left waiting
         for batch in source_batches(src, info, int(batch_size), num_workers, crop_to_square_pre_resize, resize_mode,
                                     seed, strict, verbose, desc=f"vdna rank ({metric})", start=start, stop=stop):
             skipped.extend(batch.skipped)
@@ -182,14 +183,9 @@ def rank_images(
                     if len(pending) >= chunk:
                         flush()
         flush()
-    except Exception as exc:
-        if ctx is None:
-            raise
-        error = exc
     if ctx is not None:  # every rank's (names, scores, skipped), in rank order = source order
-        from .distributed import agree_on_success, all_gather_json
+        from .distributed import all_gather_json
 
-        agree_on_success(ctx, error)
         local = [names, [float(v) for s in scores for v in s], [list(x) for x in skipped]]
         everyone = all_gather_json(ctx, local)
         names = [n for r in everyone for n in r[0]]

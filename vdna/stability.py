@@ -909,22 +909,16 @@ def stability(
                 acc._check_reference(name, ref)  # the same on every rank: the DNAs are reduced
         import torch
 
-        error = None
+        from .distributed import ranks_agree
+
         start, stop = (0, n) if ctx is None else ctx.shard(n)
-        try:
+        with ranks_agree(ctx):
             for batch in source_batches(src, info, int(batch_size), num_workers, crop_to_square_pre_resize,
                                         resize_mode, seed, True, verbose, desc="vdna stability", start=start,
                                         stop=stop):
                 if len(batch.indices):
                     acc.update(be.forward(torch.from_numpy(batch.images)), indices=batch.indices)
-        except Exception as exc:
-            if ctx is None:
-                raise
-            error = exc
         if ctx is not None:
-            from .distributed import agree_on_success
-
-            agree_on_success(ctx, error)
             return acc.compute(refs, distributed=True, group=ctx.group, dst=dst)
         return acc.compute(refs, distributed=False)
     finally:
@@ -941,8 +935,9 @@ def _reference_dnas(be, info, reference, distributions, activation_ranges, batch
     from .processor import source_batches
     from .sources import open_source
 
-    error = accs = None
-    try:
+    from .distributed import ranks_agree
+
+    with ranks_agree(ctx):
         src = open_source(reference, shuffle=False, seed=seed)
         accs = {d: Accumulator(d, dict(info.neurons_per_layer), activation_ranges=activation_ranges if d.startswith(
             "histogram") else None, layouts=dict(info.layouts), feature_extractor_name=info.name)
@@ -954,13 +949,8 @@ def _reference_dnas(be, info, reference, distributions, activation_ranges, batch
                 acts = be.forward(torch.from_numpy(batch.images))
                 for a in accs.values():
                     a.update(acts)
-    except Exception as exc:
-        if ctx is None:
-            raise
-        error = exc
     if ctx is None:
         return {d: a.compute() for d, a in accs.items()}
-    from .distributed import agree_on_success, reduce_accumulator
+    from .distributed import reduce_accumulator
 
-    agree_on_success(ctx, error)
     return {d: reduce_accumulator(a, ctx).compute() for d, a in accs.items()}
