@@ -73,6 +73,38 @@ def test_bad_arguments():
         P.attribute_table(-1)
 
 
+def test_generated_image_against_a_direct_computation():
+    size = (20, 27)  # neither side a multiple of the 8-pixel blocks: partial tiles at two edges
+    plain = P.make_attribute_image(7, ["stripes"], size=size)
+    np.testing.assert_array_equal(P.make_generated_image(7, 0.0, ["stripes"], size=size), plain)
+    x = plain.astype(np.float64) / 255.0
+    for strength in (0.3, 1.0):
+        # reference: every tile's mean by an explicit loop, the ripple from pixel parity
+        blocky = np.empty_like(x)
+        for y0 in range(0, size[0], 8):
+            for x0 in range(0, size[1], 8):
+                blocky[y0:y0 + 8, x0:x0 + 8] = x[y0:y0 + 8, x0:x0 + 8].mean(axis=(0, 1))
+        ripple = np.array([[1.0 if (i + j) % 2 == 0 else -1.0 for j in range(size[1])] for i in range(size[0])])
+        b = P.GENERATOR_BLEND * strength
+        want = (1 - b) * x + b * blocky + P.GENERATOR_RIPPLE * strength * ripple[..., None]
+        want = np.clip(np.rint(want * 255.0), 0, 255)
+        got = P.make_generated_image(7, strength, ["stripes"], size=size).astype(np.float64)
+        # the tile means are summed in another order than the loop's: a value within a few ulp of a
+        # rounding midpoint may round the other way, so allow 1 grey level on a few pixels
+        assert np.abs(got - want).max() <= 1
+        assert (got == want).mean() > 0.99
+    # a pure function; more strength, further from the plain image
+    a = P.make_generated_image(7, 0.5, ["stripes"], size=(64, 64))
+    np.testing.assert_array_equal(a, P.make_generated_image(7, 0.5, ["stripes"], size=(64, 64)))
+    plain64 = P.make_attribute_image(7, ["stripes"], size=(64, 64)).astype(int)
+    gaps = [np.abs(P.make_generated_image(7, s, ["stripes"], size=(64, 64)).astype(int) - plain64).mean()
+            for s in (0.0, 0.25, 0.5, 1.0)]
+    assert gaps[0] == 0 and all(g1 > g0 for g0, g1 in zip(gaps, gaps[1:])), gaps
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="strength"):
+            P.make_generated_image(0, bad)
+
+
 def test_write_attribute_set(tmp_path):
     folder = P.write_attribute_set(tmp_path / "set", 4, size=(20, 20))
     rows = (folder / "attributes.csv").read_text().splitlines()

@@ -21,6 +21,13 @@ Attribute images (for customised comparisons, paper Sec. 5.3-5.4)
     16 consecutive images hold every combination of any three attributes equally often and every 256
     consecutive images hold all 256 combinations once, so the images with and without one attribute
     have exactly the same mix of the others.
+
+Generated images (a stand-in for a generator's output, paper Sec. 5.4 Fig. 7)
+    ``make_generated_image(index, strength, attributes, seed, split)``: the attribute image of the same
+    arguments with two artefacts typical of image generators, both scaled by ``strength`` in [0, 1]:
+    blockiness (a blend with an 8x8-block upsampled copy, as from a low-resolution stage) and a
+    period-2 checkerboard ripple (as from transposed convolutions). ``strength=0`` is the attribute
+    image itself; the ground truth of a realism ranking is ``-strength``.
 """
 from __future__ import annotations
 
@@ -291,3 +298,40 @@ def write_attribute_set(folder, n: int, seed: int = 0, split: str = "train", siz
     with atomic_write(folder / "attributes.csv", "w", encoding="utf-8", newline="", durable=False) as f:
         f.write("\n".join(lines) + "\n")
     return folder
+
+
+# ================================================================================= generated images
+GENERATOR_BLOCK = 8  # side of the low-resolution stage's blocks, in pixels
+GENERATOR_BLEND = 0.6  # weight of the blocky copy at strength 1
+GENERATOR_RIPPLE = 0.08  # amplitude of the checkerboard ripple at strength 1 (fraction of full scale)
+
+
+def _block_upsampled(img: np.ndarray, block: int) -> np.ndarray:
+    """Each ``block`` x ``block`` tile replaced by its mean (partial tiles at the edges by theirs)."""
+    h, w = img.shape[:2]
+    ys, xs = np.arange(0, h, block), np.arange(0, w, block)
+    sums = np.add.reduceat(np.add.reduceat(img, ys, axis=0), xs, axis=1)
+    counts = np.outer(np.diff(np.append(ys, h)), np.diff(np.append(xs, w)))[..., None]
+    means = sums / counts
+    return means[np.arange(h) // block][:, np.arange(w) // block]
+
+
+def make_generated_image(index: int, strength: float, attributes=(), seed: int = 0, split: str = "train",
+                         size: tuple = (224, 224)) -> np.ndarray:
+    """One (H, W, 3) uint8 stand-in for a generated image: :func:`make_attribute_image` of the same
+    arguments with generator artefacts of the given ``strength`` (0 = none, 1 = strongest): a blend
+    ``GENERATOR_BLEND * strength`` with an 8x8-block upsampled copy, plus a period-2 checkerboard ripple
+    of amplitude ``GENERATOR_RIPPLE * strength``. A pure function of its arguments."""
+    strength = float(strength)
+    if not 0.0 <= strength <= 1.0:  # also rejects NaN
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    plain = make_attribute_image(index, attributes, seed, split, size)
+    if strength == 0.0:
+        return plain
+    img = plain.astype(np.float64) / 255.0
+    blend = GENERATOR_BLEND * strength
+    img = (1.0 - blend) * img + blend * _block_upsampled(img, GENERATOR_BLOCK)
+    h, w = img.shape[:2]
+    ripple = np.where((np.arange(h)[:, None] + np.arange(w)[None, :]) % 2 == 0, 1.0, -1.0)
+    img = img + GENERATOR_RIPPLE * strength * ripple[..., None]
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
