@@ -11,6 +11,7 @@ from vdna.processor import VDNAProcessor
 from vdna.stability import StabilityCurve, SubsetAccumulator, default_sizes, subset_permutations
 
 import tiny_extractor  # noqa: F401  (registers the "tiny" extractor)
+from fd_tolerance import fd_tol, fd_tol_dna
 
 TINY = tiny_extractor.NAME
 NL = {"a": 3, "b": 5}
@@ -58,24 +59,6 @@ def setup():
 # relative error ~ C x eps x cond; with C <= 5, unit-scale data and N <= 37 images, 1e-10 relative
 # (about 500 eps) bounds both with a wide margin on every CPU.
 GAUSS_RTOL = 500 * np.finfo(np.float64).eps
-EPS = np.finfo(np.float64).eps
-
-
-def fd_tol(mu_a, sig_a, mu_b, sig_b):
-    """Absolute tolerance of an FD computed by two eigenvalue routes. tr √M (M = A^½ B A^½, ||M|| <= tr A tr B)
-    sums C square roots of eigenvalues known to ~C eps ||M||; a (near-)zero eigenvalue (rank-deficient sample
-    covariance) turns that into up to √(C eps ||M||) each: 2 C √(C eps trA trB). The other terms are sums of
-    C magnitudes: 100 C eps (trA + trB + |Δμ|²)."""
-    c = len(mu_a)
-    ta, tb = float(np.trace(sig_a)), float(np.trace(sig_b))
-    d2 = float(np.sum((np.asarray(mu_a) - mu_b) ** 2))
-    return 2 * c * np.sqrt(c * EPS * ta * tb) + 100 * c * EPS * (ta + tb + d2)
-
-
-def fd_tol_dna(a, b, layers=None):
-    layers = list(a.neurons_list) if layers is None else layers
-    return max(fd_tol(a.data[l]["mu"], a.data[l]["sigma"], b.data[l]["mu"], b.data[l]["sigma"]) for l in layers)
-
 
 def test_subsets_equal_brute_force(setup):
     acts, (href, gref), sa, curve = setup
@@ -181,7 +164,7 @@ def test_full_value_is_all_images(setup):
 def test_fd_to_reference_both_routes_against_the_core(n, n_ref):
     # n_ref = 12 < 40 neurons: a singular reference covariance (rank 11), whose factor keeps only the
     # eigenvalues above the core's rank tolerance
-    from vdna.stability import _FrechetToReference
+    from vdna.frechet import _FrechetToReference
 
     rng = np.random.default_rng(n)
     c = 40

@@ -46,10 +46,13 @@ class PairDistances:
     Accepted wherever a pair of DNAs is: make them when many pairs must be held at once (large
     extractors, many attributes) and drop the DNAs. ``granularities``: which unit distances to compute
     ("neuron": EMD or NFD per neuron; "layer": per layer, FD for layer Gaussians, which costs one
-    matrix square root per layer).
+    matrix square root per layer). ``layer_distances``: ``{layer: value}`` for every layer, the layer
+    distances computed elsewhere by the same definition (e.g. FD from the samples themselves,
+    :func:`vdna.frechet.fd_of_samples`, which :func:`attribute_dnas` uses), taken instead of computing them.
     """
 
-    def __init__(self, dna_with: VDNA, dna_without: VDNA, granularities: Sequence[str] = GRANULARITIES):
+    def __init__(self, dna_with: VDNA, dna_without: VDNA, granularities: Sequence[str] = GRANULARITIES, *,
+                 layer_distances: Optional[Mapping] = None):
         from .distances import metric_function
         from .dna import HISTOGRAM, META_RANGES_SHA256
 
@@ -74,6 +77,15 @@ class PairDistances:
             if g == "neuron":
                 d = {l: np.asarray(x, dtype=np.float64).reshape(-1)
                      for l, x in fn(dna_with, dna_without, return_neuron_wise=True).items()}
+            elif layer_distances is not None:
+                if set(layer_distances) != set(self.neurons_list):
+                    raise ValueError(f"layer_distances must have one value per layer of the DNAs "
+                                     f"({list(self.neurons_list)}), got {list(layer_distances)}")
+                d = {l: np.array([float(layer_distances[l])]) for l in self.neurons_list}
+                bad = [l for l, x in d.items() if not (np.isfinite(x[0]) and x[0] >= 0)]
+                if bad:
+                    raise ValueError(f"layer_distances of layer '{bad[0]}' is {d[bad[0]][0]}; distances are finite "
+                                     "and >= 0")
             else:
                 d = {l: np.array([float(fn(dna_with, dna_without, use_neurons_from_layer=l))])
                      for l in self.neurons_list}
@@ -538,7 +550,8 @@ def attribute_dnas(images, attributes, feat_extractor_name: str,
     import copy
 
     from .accumulator import Accumulator
-    from .dna import HISTOGRAM, META_NAN_COUNTS, parse_distribution_name
+    from .dna import HISTOGRAM, LAYER_GAUSSIAN, META_NAN_COUNTS, parse_distribution_name
+    from .frechet import fd_of_samples
     from .processor import VDNAProcessor, _as_pixel_batch, accumulator_for, resolve_device
 
     n = len(images)
@@ -620,9 +633,20 @@ def attribute_dnas(images, attributes, feat_extractor_name: str,
                 acc = Accumulator(d, dict(info.neurons_per_layer), feature_extractor_name=info.name)
                 acc.update({l: means[l][subset] for l in info.neurons_per_layer})
                 pair.append(acc.compute())
-            out[d][a] = finish(tuple(pair))
+            if as_distances and kind == LAYER_GAUSSIAN and _fd_from_samples_applies(means, m):
+                # the layer FD from the per-image means themselves: an n1 x n2 SVD per layer instead of
+                # vdna.FD's two C x C eigendecompositions (the same value to rounding; vdna/frechet.py)
+                layer_fd = {l: fd_of_samples(means[l][m], means[l][~m]) for l in info.neurons_per_layer}
+                out[d][a] = PairDistances(*pair, layer_distances=layer_fd)
+            else:
+                out[d][a] = finish(tuple(pair))
             del pair
     return out
+
+
+def _fd_from_samples_applies(means: Dict[str, np.ndarray], mask: np.ndarray) -> bool:
+    """Both sides have a covariance (2+ images) and finite means (else vdna.FD decides what happens)."""
+    return 2 <= int(mask.sum()) <= len(mask) - 2 and all(np.isfinite(x).all() for x in means.values())
 
 
 __all__ = ["PairDistances", "sensitivity", "signal_to_noise", "sensitivity_deviation", "evaluate_weights", "learn_weights",

@@ -30,6 +30,7 @@ import numpy as np
 
 from ._native import _core
 from .dna import GAUSSIAN, HISTOGRAM, LAYER_GAUSSIAN, META_RANGES_SHA256, VDNA, parse_distribution_name
+from .frechet import _FrechetToReference
 from .ranges import ActivationRanges
 
 DEFAULT_DISTRIBUTIONS = ("histogram-1000", "layer-gaussian")
@@ -512,81 +513,6 @@ class SubsetAccumulator:
             idx = np.arange(self.n_images) if r == -1 else self.permutations[r, : self.sizes[k]]
             acc.update({layer: self._means[layer][idx] for layer in self.neurons_list})
         return acc.compute()
-
-
-class _FrechetToReference:
-    """Fréchet distances from many sample sets to one fixed Gaussian N(μr, Σr).
-
-    FD = |μ − μr|² + tr Σ + tr Σr − 2 tr √(Σr^½ Σ Σr^½), by the route ``vdna.FD`` takes
-    (docs/design.md, "The Fréchet distance"): tr √(Σr^½ Σ Σr^½) is the nuclear norm of FrᵀF for any
-    factors Σr = Fr Frᵀ and Σ = F Fᵀ, and a subset's covariance comes factored: Σ = XcᵀXc / (N − 1)
-    (Xc: its N per-image mean vectors minus their mean), so F = Xcᵀ / √(N − 1). Fr (C x r:
-    eigenvectors scaled by √λ over the r eigenvalues above the core's rank tolerance C·ε·λmax) is
-    computed once per reference, and no condition number is squared. The result agrees with
-    ``vdna.FD`` to rounding (tests: tolerance derived from the traces); a rounding-level negative is
-    returned as 0, as there.
-
-    ``distance(mu, samples)``: one sample set (one r x C by C x N product, then the singular values
-    of the r x N result). Many subsets of one set of images (a stability curve): ``project(samples)``
-    once computes P = Frᵀ (X − x̄)ᵀ for all n images (centred on their common mean x̄, so that
-    rounding is relative to the spread, not to the mean); ``subset_distance(mu, rows)`` then takes
-    P's columns ``rows`` centred on their own mean, which is Frᵀ Xcᵀ of the subset (centring commutes
-    with the linear map Frᵀ), and costs only the singular values of that r x N block."""
-
-    def __init__(self, mu, sigma):
-        self.mu = np.asarray(mu, dtype=np.float64)
-        self.sigma = np.asarray(sigma, dtype=np.float64)
-        self.trace = float(np.trace(self.sigma))
-        self._factor = None
-        self._samples = None
-        self._projected = None
-
-    def _reference_factor(self) -> np.ndarray:
-        # C x r: eigenvectors scaled by √λ over the eigenvalues above C·ε·λmax, the core's rank rule
-        # (docs/design.md): the others are the rounding noise of a singular covariance (a reference
-        # of fewer images than neurons), whose square roots would add √ε-sized errors. Every subset's
-        # SVD then has r rows instead of C.
-        if self._factor is None:
-            w, v = np.linalg.eigh((self.sigma + self.sigma.T) * 0.5)
-            keep = w > len(w) * np.finfo(np.float64).eps * max(float(w[-1]), 0.0) if len(w) else w > 0
-            self._factor = v[:, keep] * np.sqrt(w[keep])
-        return self._factor
-
-    def distance(self, mu, samples) -> float:
-        x = np.asarray(samples, dtype=np.float64)
-        n, c = x.shape
-        diff = np.asarray(mu, dtype=np.float64) - self.mu
-        d2 = float(diff @ diff)
-        if n < 2:  # one image: zero covariance
-            return d2 + self.trace
-        xc = x - np.asarray(mu, dtype=np.float64)
-        tr = float(np.einsum("ij,ij->", xc, xc)) / (n - 1)
-        product = (self._reference_factor().T @ xc.T) / np.sqrt(n - 1)  # Frᵀ F, r x N
-        nuclear = float(np.linalg.svd(product, compute_uv=False).sum())
-        return max(0.0, d2 + tr + self.trace - 2.0 * nuclear)
-
-    def project(self, samples) -> None:
-        """Prepare :meth:`subset_distance` for subsets (rows) of ``samples`` (n x C)."""
-        x = np.asarray(samples, dtype=np.float64)
-        self._samples = x
-        self._projected = self._reference_factor().T @ (x - x.mean(axis=0)).T  # r x n
-
-    def subset_distance(self, mu, rows) -> float:
-        """FD of the subset ``rows`` of the projected samples (``mu``: its mean vector)."""
-        if self._projected is None:
-            raise RuntimeError("_FrechetToReference.subset_distance: call project(samples) first")
-        rows = np.asarray(rows, dtype=np.int64)
-        n = len(rows)
-        diff = np.asarray(mu, dtype=np.float64) - self.mu
-        d2 = float(diff @ diff)
-        if n < 2:  # one image: zero covariance
-            return d2 + self.trace
-        xc = self._samples[rows] - np.asarray(mu, dtype=np.float64)
-        tr = float(np.einsum("ij,ij->", xc, xc)) / (n - 1)
-        block = self._projected[:, rows]
-        block -= block.mean(axis=1, keepdims=True)
-        nuclear = float(np.linalg.svd(block, compute_uv=False).sum()) / np.sqrt(n - 1)
-        return max(0.0, d2 + tr + self.trace - 2.0 * nuclear)
 
 
 def _check_distributions(distributions) -> Tuple[str, ...]:
