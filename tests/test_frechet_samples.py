@@ -62,17 +62,28 @@ def test_bad_input_is_named():
         fd_of_samples(x, bad)
 
 
-def test_attribute_pairs_layer_fd_equals_vdna_fd_of_their_dnas():
-    import tiny_extractor  # noqa: F401  (registers "tiny")
+def test_attribute_pairs_layer_fd_equals_vdna_fd_of_their_dnas(monkeypatch):
+    import tiny_extractor  # noqa: F401  (registers "tiny": layers conv1 (4 neurons) and conv2 (6))
     import vdna
+    import vdna.frechet
     from vdna import procedural as P
     from vdna.customise import PairDistances, attribute_dnas
 
     from fd_tolerance import fd_tol_dna
 
-    images, table = P.make_attribute_images(32, size=(32, 32))
-    attrs = {"stripes": table[:, 0], "one image": np.eye(32, dtype=bool)[5]}  # 1 image: vdna.FD's route
+    # From the means where each side has 2..C images. "half" (5 vs 5 images): conv2 (C = 6) takes them,
+    # conv1 (C = 4) takes vdna.FD; "one image" (1 vs 9): vdna.FD on both layers.
+    images, _ = P.make_attribute_images(10, size=(32, 32))
+    attrs = {"half": np.arange(10) < 5, "one image": np.eye(10, dtype=bool)[5]}
+    calls = []
+
+    def counted(x1, x2):
+        calls.append((x1.shape, x2.shape))
+        return fd_of_samples(x1, x2)
+
+    monkeypatch.setattr(vdna.frechet, "fd_of_samples", counted)
     fast = attribute_dnas(images, attrs, "tiny", "layer-gaussian", backend="eager", as_distances=True)
+    assert calls == [((5, 6), (5, 6))]  # conv2 of "half", and nothing else
     dnas = attribute_dnas(images, attrs, "tiny", "layer-gaussian", backend="eager")
     for name in attrs:
         a, b = dnas["layer-gaussian"][name]
@@ -84,7 +95,13 @@ def test_attribute_pairs_layer_fd_equals_vdna_fd_of_their_dnas():
         # the per-neuron NFDs do not change route: identical
         for layer, v in slow.distances("neuron").items():
             np.testing.assert_array_equal(fast["layer-gaussian"][name].distances("neuron")[layer], v)
-    with pytest.raises(ValueError, match="one value per layer"):
+    # given layer distances are taken as they are, the others computed
+    part = PairDistances(a, b, layer_distances={"conv1": 1.5})
+    assert part.distances("layer")["conv1"][0] == 1.5
+    assert part.distances("layer")["conv2"][0] == slow.distances("layer")["conv2"][0]
+    with pytest.raises(ValueError, match="unknown layer"):
         PairDistances(a, b, layer_distances={"nope": 1.0})
     with pytest.raises(ValueError, match="finite"):
-        PairDistances(a, b, layer_distances={layer: -1.0 for layer in a.neurons_list})
+        PairDistances(a, b, layer_distances={"conv1": -1.0})
+    with pytest.raises(ValueError, match="finite"):
+        PairDistances(a, b, layer_distances={"conv2": float("nan")})

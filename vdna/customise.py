@@ -46,9 +46,10 @@ class PairDistances:
     Accepted wherever a pair of DNAs is: make them when many pairs must be held at once (large
     extractors, many attributes) and drop the DNAs. ``granularities``: which unit distances to compute
     ("neuron": EMD or NFD per neuron; "layer": per layer, FD for layer Gaussians, which costs one
-    matrix square root per layer). ``layer_distances``: ``{layer: value}`` for every layer, the layer
+    matrix square root per layer). ``layer_distances``: ``{layer: value}`` for some or all layers, layer
     distances computed elsewhere by the same definition (e.g. FD from the samples themselves,
-    :func:`vdna.frechet.fd_of_samples`, which :func:`attribute_dnas` uses), taken instead of computing them.
+    :func:`vdna.frechet.fd_of_samples`, which :func:`attribute_dnas` uses), taken instead of computing
+    them; the other layers are computed.
     """
 
     def __init__(self, dna_with: VDNA, dna_without: VDNA, granularities: Sequence[str] = GRANULARITIES, *,
@@ -77,17 +78,17 @@ class PairDistances:
             if g == "neuron":
                 d = {l: np.asarray(x, dtype=np.float64).reshape(-1)
                      for l, x in fn(dna_with, dna_without, return_neuron_wise=True).items()}
-            elif layer_distances is not None:
-                if set(layer_distances) != set(self.neurons_list):
-                    raise ValueError(f"layer_distances must have one value per layer of the DNAs "
-                                     f"({list(self.neurons_list)}), got {list(layer_distances)}")
-                d = {l: np.array([float(layer_distances[l])]) for l in self.neurons_list}
-                bad = [l for l, x in d.items() if not (np.isfinite(x[0]) and x[0] >= 0)]
-                if bad:
-                    raise ValueError(f"layer_distances of layer '{bad[0]}' is {d[bad[0]][0]}; distances are finite "
-                                     "and >= 0")
             else:
-                d = {l: np.array([float(fn(dna_with, dna_without, use_neurons_from_layer=l))])
+                given = dict(layer_distances or {})
+                unknown = [l for l in given if l not in self.neurons_list]
+                if unknown:
+                    raise ValueError(f"layer_distances: unknown layer(s) {unknown}; the DNAs' layers are "
+                                     f"{list(self.neurons_list)}")
+                for l, v in given.items():
+                    if not (np.isfinite(float(v)) and float(v) >= 0):
+                        raise ValueError(f"layer_distances of layer '{l}' is {v}; distances are finite and >= 0")
+                d = {l: np.array([float(given[l]) if l in given else
+                                  float(fn(dna_with, dna_without, use_neurons_from_layer=l))])
                      for l in self.neurons_list}
             for x in d.values():
                 x.setflags(write=False)
@@ -633,10 +634,10 @@ def attribute_dnas(images, attributes, feat_extractor_name: str,
                 acc = Accumulator(d, dict(info.neurons_per_layer), feature_extractor_name=info.name)
                 acc.update({l: means[l][subset] for l in info.neurons_per_layer})
                 pair.append(acc.compute())
-            if as_distances and kind == LAYER_GAUSSIAN and _fd_from_samples_applies(means, m):
-                # the layer FD from the per-image means themselves: an n1 x n2 SVD per layer instead of
-                # vdna.FD's two C x C eigendecompositions (the same value to rounding; vdna/frechet.py)
-                layer_fd = {l: fd_of_samples(means[l][m], means[l][~m]) for l in info.neurons_per_layer}
+            if as_distances and kind == LAYER_GAUSSIAN:
+                # layer FDs from the per-image means themselves where that is cheaper (vdna/frechet.py: the
+                # same value to rounding); PairDistances computes the other layers with vdna.FD
+                layer_fd = {l: fd_of_samples(x[m], x[~m]) for l, x in means.items() if _fd_from_samples_applies(x, m)}
                 out[d][a] = PairDistances(*pair, layer_distances=layer_fd)
             else:
                 out[d][a] = finish(tuple(pair))
@@ -644,9 +645,13 @@ def attribute_dnas(images, attributes, feat_extractor_name: str,
     return out
 
 
-def _fd_from_samples_applies(means: Dict[str, np.ndarray], mask: np.ndarray) -> bool:
-    """Both sides have a covariance (2+ images) and finite means (else vdna.FD decides what happens)."""
-    return 2 <= int(mask.sum()) <= len(mask) - 2 and all(np.isfinite(x).all() for x in means.values())
+def _fd_from_samples_applies(means: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether one layer's FD of the split ``mask`` / ``~mask`` of its (n, C) per-image means should come
+    from the means: each side has a covariance (2+ images) but at most C images, so that the n1 x n2
+    product and its SVD cost no more than vdna.FD's C x C eigendecompositions (and memory stays within
+    C x C); and the means are finite (else vdna.FD decides what NaN or Inf give)."""
+    n1, c = int(mask.sum()), means.shape[1]
+    return 2 <= n1 <= c and 2 <= len(mask) - n1 <= c and bool(np.isfinite(means).all())
 
 
 __all__ = ["PairDistances", "sensitivity", "signal_to_noise", "sensitivity_deviation", "evaluate_weights", "learn_weights",
