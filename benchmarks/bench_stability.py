@@ -57,7 +57,7 @@ class StageClock:
             try:
                 return compute(acc, *args, **kwargs)
             finally:
-                self.stages = dict(getattr(acc, "timings", {}))  # absent in versions before the breakdown
+                self.stages = dict(acc.timings)
 
         stability_module.SubsetAccumulator.compute = timed_compute
 

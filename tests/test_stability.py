@@ -60,6 +60,7 @@ def setup():
 # (about 500 eps) bounds both with a wide margin on every CPU.
 GAUSS_RTOL = 500 * np.finfo(np.float64).eps
 
+
 def test_subsets_equal_brute_force(setup):
     acts, (href, gref), sa, curve = setup
     for r, k in [(0, 0), (1, 1), (3, 2), (2, 0)]:

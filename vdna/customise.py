@@ -18,6 +18,8 @@ neurons for EMD and NFD).
   pairs of attribute a, mean over the ``keep`` pairs b), exactly, as a linear program.
 - :func:`evaluate_weights`: removal (mean Δ over ``ignore``) and deviation (mean |Δ| over ``keep``), to be
   measured on pairs of held-out images.
+- :func:`choose_learning_settings`: ``regularization`` and ``max_weight`` for :func:`learn_weights` by
+  cross-validation over independent sets of pairs.
 - :func:`attribute_dnas`: the with/without DNAs of many attributes from one forward pass per image.
 """
 from __future__ import annotations
@@ -397,8 +399,7 @@ def choose_learning_settings(folds, grid: Optional[Mapping] = None, *, granulari
     combination of ``grid`` (default :data:`DEFAULT_CV_GRID`: 5 x 5 values), weights are learned on all
     folds but one and the Eq. 7 loss, mean over ignore pairs of |1 − Δ_a| plus mean over keep pairs of
     |Δ_b| (``evaluate_weights(...)["loss"]``, no regularization term), is measured on the fold left
-    out; the combination with the lowest
-    mean over folds wins (ties: the earlier in the grid). Returns ``{"regularization", "max_weight",
+    out; the combination with the lowest mean over folds wins (ties: the earlier in the grid). Returns ``{"regularization", "max_weight",
     "loss", "table"}``, ``table`` holding every combination's mean loss. Pass the two settings on to
     ``learn_weights`` over all folds' pairs. ``kwargs`` go to ``learn_weights`` (e.g. ``seed``).
     """
@@ -655,4 +656,4 @@ def _fd_from_samples_applies(means: np.ndarray, mask: np.ndarray) -> bool:
 
 
 __all__ = ["PairDistances", "sensitivity", "signal_to_noise", "sensitivity_deviation", "evaluate_weights", "learn_weights",
-           "unit_distances", "check_pairs", "attribute_dnas"]
+           "choose_learning_settings", "unit_distances", "check_pairs", "attribute_dnas"]

@@ -226,9 +226,8 @@ class SubsetAccumulator:
                 raise ValueError(
                     f"stability: {self.repeats} repeats x {len(self.sizes)} sizes of histograms need {_gib(table_bytes)} "
                     f"of counts, {_gib(spilled_bytes)} of them beyond max_memory={_gib(self.max_memory)}; that exceeds "
-                    f"the {_gib(free)} free in the temporary folder; at most "
-                    f"{fit} tables "
-                    "(repeats x sizes) would fit: use fewer repeats or sizes, or point temp_dir= at a larger disk"
+                    f"the {_gib(free)} free in the temporary folder; at most {fit} tables (repeats x sizes) would "
+                    "fit: use fewer repeats or sizes, or point temp_dir= at a larger disk"
                 )
         return {"resident_bytes": resident, "table_bytes": table_bytes, "spilled": spill,
                 "spilled_layers": list(self._spilled), "spilled_bytes": spilled_bytes}
