@@ -8,7 +8,7 @@ any factors Σᵢ = FᵢFᵢᵀ (docs/design.md, "The Fréchet distance"), and F
 * :func:`fd_of_samples`: the FD between the Gaussians of two sample sets (customised comparisons: the
   layer FD of every (with, without) pair of an attribute);
 * :class:`_FrechetToReference`: FDs from many sample sets (stability curves' subsets) to one fixed
-  Gaussian given by its covariance.
+  Gaussian given by its covariance (the subsets' SVDs in the core, spread over its threads).
 
 No condition number is squared (no eigenvalue of a Gram matrix is taken); the results agree with
 ``vdna.FD`` to rounding (tests derive the tolerance from the traces).
@@ -16,6 +16,8 @@ No condition number is squared (no eigenvalue of a Gram matrix is taken); the re
 from __future__ import annotations
 
 import numpy as np
+
+from ._native import _core
 
 
 def fd_of_samples(x1, x2) -> float:
@@ -51,12 +53,13 @@ class _FrechetToReference:
     ``vdna.FD`` to rounding (tests: tolerance derived from the traces); a rounding-level negative is
     returned as 0, as there.
 
-    ``distance(mu, samples)``: one sample set (one r x C by C x N product, then the singular values
-    of the r x N result). Many subsets of one set of images (a stability curve): ``project(samples)``
-    once computes P = Frᵀ (X − x̄)ᵀ for all n images (centred on their common mean x̄, so that
-    rounding is relative to the spread, not to the mean); ``subset_distance(mu, rows)`` then takes
-    P's columns ``rows`` centred on their own mean, which is Frᵀ Xcᵀ of the subset (centring commutes
-    with the linear map Frᵀ), and costs only the singular values of that r x N block."""
+    ``distance(mu, samples)``: one sample set. Many subsets of one set of images (a stability curve):
+    ``project(samples)`` once computes the points P = (X − x̄) Fr for all n images (n x r; centred on
+    their common mean x̄, so that rounding is relative to the spread, not to the mean);
+    ``subset_distances(mus, rows_list)`` then needs, per subset, the nuclear norm of P's rows ``rows``
+    centred on their own mean, which is Xc Fr of the subset (centring commutes with the linear map
+    Fr): the core's ``centred_nuclear_norms`` computes them all at once, the subsets spread over
+    vdna's threads (one SVD of an N x r block each, no C x C work)."""
 
     def __init__(self, mu, sigma):
         self.mu = np.asarray(mu, dtype=np.float64)
@@ -64,51 +67,54 @@ class _FrechetToReference:
         self.trace = float(np.trace(self.sigma))
         self._factor = None
         self._samples = None
-        self._projected = None
+        self._points = None
 
     def _reference_factor(self) -> np.ndarray:
         # C x r: eigenvectors scaled by √λ over the eigenvalues above C·ε·λmax, the core's rank rule
         # (docs/design.md): the others are the rounding noise of a singular covariance (a reference
         # of fewer images than neurons), whose square roots would add √ε-sized errors. Every subset's
-        # SVD then has r rows instead of C.
+        # SVD then has r columns instead of C.
         if self._factor is None:
             w, v = np.linalg.eigh((self.sigma + self.sigma.T) * 0.5)
             keep = w > len(w) * np.finfo(np.float64).eps * max(float(w[-1]), 0.0) if len(w) else w > 0
             self._factor = v[:, keep] * np.sqrt(w[keep])
         return self._factor
 
-    def distance(self, mu, samples) -> float:
-        x = np.asarray(samples, dtype=np.float64)
-        n, c = x.shape
+    def _fd(self, mu, samples, nuclear_of_xc: float) -> float:
+        """FD from the subset's mean ``mu``, its samples and ||Xc Fr||_*."""
+        n = samples.shape[0]
         diff = np.asarray(mu, dtype=np.float64) - self.mu
         d2 = float(diff @ diff)
         if n < 2:  # one image: zero covariance
             return d2 + self.trace
-        xc = x - np.asarray(mu, dtype=np.float64)
+        xc = samples - np.asarray(mu, dtype=np.float64)
         tr = float(np.einsum("ij,ij->", xc, xc)) / (n - 1)
-        product = (self._reference_factor().T @ xc.T) / np.sqrt(n - 1)  # Frᵀ F, r x N
-        nuclear = float(np.linalg.svd(product, compute_uv=False).sum())
-        return max(0.0, d2 + tr + self.trace - 2.0 * nuclear)
+        return max(0.0, d2 + tr + self.trace - 2.0 * nuclear_of_xc / np.sqrt(n - 1))
+
+    def distance(self, mu, samples) -> float:
+        """FD of the Gaussian of ``samples`` (n x C, mean ``mu``)."""
+        x = np.asarray(samples, dtype=np.float64)
+        points = np.ascontiguousarray((x - x.mean(axis=0)) @ self._reference_factor())
+        n = x.shape[0]
+        nuclear = _core.centred_nuclear_norms(points, np.array([0, n]), np.arange(n))[0]
+        return self._fd(mu, x, float(nuclear))
 
     def project(self, samples) -> None:
-        """Prepare :meth:`subset_distance` for subsets (rows) of ``samples`` (n x C)."""
+        """Prepare :meth:`subset_distances` for subsets (rows) of ``samples`` (n x C)."""
         x = np.asarray(samples, dtype=np.float64)
         self._samples = x
-        self._projected = self._reference_factor().T @ (x - x.mean(axis=0)).T  # r x n
+        self._points = np.ascontiguousarray((x - x.mean(axis=0)) @ self._reference_factor())  # n x r
 
-    def subset_distance(self, mu, rows) -> float:
-        """FD of the subset ``rows`` of the projected samples (``mu``: its mean vector)."""
-        if self._projected is None:
-            raise RuntimeError("_FrechetToReference.subset_distance: call project(samples) first")
-        rows = np.asarray(rows, dtype=np.int64)
-        n = len(rows)
-        diff = np.asarray(mu, dtype=np.float64) - self.mu
-        d2 = float(diff @ diff)
-        if n < 2:  # one image: zero covariance
-            return d2 + self.trace
-        xc = self._samples[rows] - np.asarray(mu, dtype=np.float64)
-        tr = float(np.einsum("ij,ij->", xc, xc)) / (n - 1)
-        block = self._projected[:, rows]
-        block -= block.mean(axis=1, keepdims=True)
-        nuclear = float(np.linalg.svd(block, compute_uv=False).sum()) / np.sqrt(n - 1)
-        return max(0.0, d2 + tr + self.trace - 2.0 * nuclear)
+    def subset_distances(self, mus, rows_list) -> np.ndarray:
+        """FDs of the subsets ``rows_list`` (each an array of row indices into the projected samples;
+        ``mus``: their mean vectors, in the same order)."""
+        if self._points is None:
+            raise RuntimeError("_FrechetToReference.subset_distances: call project(samples) first")
+        rows_list = [np.asarray(rows, dtype=np.int64) for rows in rows_list]
+        if len(mus) != len(rows_list):
+            raise ValueError(f"subset_distances: {len(mus)} means for {len(rows_list)} subsets")
+        offsets = np.concatenate([[0], np.cumsum([len(rows) for rows in rows_list])]).astype(np.int64)
+        index = np.concatenate(rows_list) if rows_list else np.zeros(0, dtype=np.int64)
+        nuclear = _core.centred_nuclear_norms(self._points, offsets, index)
+        return np.array([self._fd(mu, self._samples[rows], float(nn))
+                         for mu, rows, nn in zip(mus, rows_list, nuclear)])

@@ -12,6 +12,9 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -515,5 +518,165 @@ vdna_status vdna_fd(int64_t d, const double *mu1, const double *sigma1, const do
     if (s != VDNA_OK) return s;
     double fd = mean_term + trace1 + trace2 - 2.0 * nuclear;
     *out = fd > 0.0 ? fd : 0.0; /* a rounding-level negative (nearly identical inputs) becomes 0 */
+    return VDNA_OK;
+}
+
+/* ---------------------------------------------------------------- nuclear norms of point subsets */
+#if defined(VDNA_BLAS_SCIPY_OPENBLAS)
+/* The scipy-openblas wheel's thread control. While subsets run on vdna's threads, the BLAS library
+ * is held to one thread of its own (two levels of threads would oversubscribe the CPUs); a count
+ * of holders restores the previous setting when the last concurrent call leaves. */
+int scipy_openblas_get_num_threads(void);
+void scipy_openblas_set_num_threads(int n);
+static pthread_mutex_t blas_hold_lock = PTHREAD_MUTEX_INITIALIZER;
+static int blas_holders = 0, blas_saved_threads = 1;
+static void blas_hold_single(void) {
+    pthread_mutex_lock(&blas_hold_lock);
+    if (blas_holders++ == 0) {
+        blas_saved_threads = scipy_openblas_get_num_threads();
+        scipy_openblas_set_num_threads(1);
+    }
+    pthread_mutex_unlock(&blas_hold_lock);
+}
+static void blas_release(void) {
+    pthread_mutex_lock(&blas_hold_lock);
+    if (--blas_holders == 0) scipy_openblas_set_num_threads(blas_saved_threads);
+    pthread_mutex_unlock(&blas_hold_lock);
+}
+#define SUBSETS_IN_PARALLEL 1
+#else
+/* Another BLAS: its threads cannot be held to one portably, so subsets run one after another and
+ * each SVD uses the BLAS library's own threads. */
+static void blas_hold_single(void) {}
+static void blas_release(void) {}
+#define SUBSETS_IN_PARALLEL 0
+#endif
+
+typedef struct {
+    int64_t size, subset;
+} sized_subset;
+
+static int larger_first(const void *a, const void *b) {
+    const sized_subset *x = a, *y = b;
+    if (x->size != y->size) return x->size > y->size ? -1 : 1;
+    return x->subset < y->subset ? -1 : x->subset > y->subset;
+}
+
+typedef struct {
+    int64_t r;
+    const double *points;
+    const int64_t *offsets, *index;
+    const sized_subset *order;
+    int64_t n_subsets;
+    double *out;
+    int64_t next;   /* the next entry of order to take (atomic) */
+    int failed;     /* set once, by the first failing subset (atomic) */
+    vdna_status status;
+    int64_t failed_subset;
+    char message[512];
+} subset_norms_job;
+
+/* ||X - 1 mean^T||_* for the points rows[0..N) (each r doubles): the centred N x r matrix, or its
+ * transpose so that the SVD's matrix is at least as tall as wide. */
+static vdna_status centred_subset_norm(const subset_norms_job *job, const int64_t *rows, int64_t N, double *out) {
+    const int64_t r = job->r;
+    *out = 0.0;
+    if (N < 2 || r == 0) return VDNA_OK; /* no point or one point: the centred matrix is 0 */
+    const vdna_blas_int m = (vdna_blas_int)(r >= N ? r : N), k = (vdna_blas_int)(r >= N ? N : r);
+    double *mean = calloc((size_t)r, sizeof(double));
+    double *a = malloc((size_t)m * (size_t)k * sizeof(double));
+    vdna_status s = VDNA_OK;
+    if (mean == NULL || a == NULL) {
+        s = vdna_fail(VDNA_ERR_NOMEM, "nuclear norms: cannot allocate a %lld x %lld matrix", (long long)N,
+                      (long long)r);
+        goto done;
+    }
+    for (int64_t j = 0; j < N; j++) { /* summed in the subset's order */
+        const double *x = job->points + (size_t)rows[j] * (size_t)r;
+        for (int64_t i = 0; i < r; i++) mean[i] += x[i];
+    }
+    for (int64_t i = 0; i < r; i++) mean[i] /= (double)N;
+    for (int64_t j = 0; j < N; j++) {
+        const double *x = job->points + (size_t)rows[j] * (size_t)r;
+        if (r >= N) { /* r x N, column j = point j */
+            double *col = a + (size_t)j * (size_t)r;
+            for (int64_t i = 0; i < r; i++) col[i] = x[i] - mean[i];
+        } else { /* N x r, row j = point j */
+            for (int64_t i = 0; i < r; i++) a[(size_t)i * (size_t)N + (size_t)j] = x[i] - mean[i];
+        }
+    }
+    s = singular_value_sum(m, k, a, out);
+done:
+    free(mean);
+    free(a);
+    return s;
+}
+
+static void subset_norms_worker(void *ctx, int64_t begin, int64_t end) {
+    (void)begin; /* each worker takes subsets from the shared queue until it is empty */
+    (void)end;
+    subset_norms_job *job = ctx;
+    for (;;) {
+        if (__atomic_load_n(&job->failed, __ATOMIC_ACQUIRE)) return;
+        int64_t t = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (t >= job->n_subsets) return;
+        int64_t sub = job->order[t].subset;
+        const int64_t *rows = job->index + job->offsets[sub];
+        vdna_status s = centred_subset_norm(job, rows, job->offsets[sub + 1] - job->offsets[sub], &job->out[sub]);
+        if (s != VDNA_OK) {
+            int expected = 0;
+            if (__atomic_compare_exchange_n(&job->failed, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                job->status = s;
+                job->failed_subset = sub;
+                snprintf(job->message, sizeof job->message, "%s", vdna_last_error());
+            }
+            return;
+        }
+    }
+}
+
+vdna_status vdna_centred_nuclear_norms(int64_t n, int64_t r, const double *points, int64_t n_subsets,
+                                       const int64_t *offsets, const int64_t *index, double *out) {
+    vdna_clear_error();
+    if (n < 0 || r < 0 || n_subsets < 0 || offsets == NULL || (n_subsets > 0 && out == NULL) ||
+        (n > 0 && r > 0 && points == NULL))
+        return vdna_fail(VDNA_ERR_ARG, "nuclear norms: NULL array or negative size");
+    if (r > INT_MAX) return vdna_fail(VDNA_ERR_ARG, "nuclear norms: dimension %lld is too large", (long long)r);
+    if (offsets[0] != 0) return vdna_fail(VDNA_ERR_ARG, "nuclear norms: offsets[0] is %lld, not 0", (long long)offsets[0]);
+    for (int64_t s = 0; s < n_subsets; s++) {
+        int64_t size = offsets[s + 1] - offsets[s];
+        if (offsets[s + 1] < offsets[s])
+            return vdna_fail(VDNA_ERR_ARG, "nuclear norms: offsets decrease at subset %lld", (long long)s);
+        if (size > INT_MAX || (size > 0 && r > 0 && (double)size * (double)r > (double)(SIZE_MAX / 16)))
+            return vdna_fail(VDNA_ERR_ARG, "nuclear norms: subset %lld is too large (%lld points)", (long long)s,
+                             (long long)size);
+    }
+    int64_t total = offsets[n_subsets];
+    if (total > 0 && index == NULL) return vdna_fail(VDNA_ERR_ARG, "nuclear norms: NULL index");
+    for (int64_t j = 0; j < total; j++)
+        if (index[j] < 0 || index[j] >= n)
+            return vdna_fail(VDNA_ERR_ARG, "nuclear norms: index[%lld] = %lld is not a point (0 <= i < %lld)",
+                             (long long)j, (long long)index[j], (long long)n);
+    if (n_subsets == 0) return VDNA_OK;
+    for (int64_t j = 0; j < n * r; j++)
+        if (!isfinite(points[j]))
+            return vdna_fail(VDNA_ERR_ARG, "nuclear norms: point %lld has a non-finite coordinate (%g)",
+                             (long long)(j / r), points[j]);
+
+    sized_subset *order = malloc((size_t)n_subsets * sizeof *order);
+    if (order == NULL) return vdna_fail(VDNA_ERR_NOMEM, "nuclear norms: cannot allocate %lld records", (long long)n_subsets);
+    for (int64_t s = 0; s < n_subsets; s++) order[s] = (sized_subset){offsets[s + 1] - offsets[s], s};
+    qsort(order, (size_t)n_subsets, sizeof *order, larger_first); /* the longest first: balanced threads */
+    subset_norms_job job = {.r = r, .points = points, .offsets = offsets, .index = index, .order = order,
+                            .n_subsets = n_subsets, .out = out};
+    int64_t workers = SUBSETS_IN_PARALLEL ? vdna_get_num_threads() : 1;
+    if (workers > n_subsets) workers = n_subsets;
+    blas_hold_single();
+    vdna_status s = vdna_parallel_for(workers, 1, subset_norms_worker, &job);
+    blas_release();
+    free(order);
+    if (s != VDNA_OK) return s;
+    if (job.failed)
+        return vdna_fail(job.status, "nuclear norms: subset %lld: %s", (long long)job.failed_subset, job.message);
     return VDNA_OK;
 }

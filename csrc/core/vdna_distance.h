@@ -77,4 +77,25 @@ vdna_status vdna_nfd(const double *mu1, const double *var1, const double *mu2, c
 vdna_status vdna_fd(int64_t d, const double *mu1, const double *sigma1, const double *mu2, const double *sigma2,
                     double *out);
 
+/* Nuclear norms (sums of singular values) of centred subsets of n points of dimension r: points is
+ * n x r, row-major (point i is points[i r .. i r + r)); subset s is the points index[offsets[s] ..
+ * offsets[s+1]) (offsets: n_subsets + 1 non-decreasing values from 0; a point may be in any number
+ * of subsets). out[s] = ||X_s - 1 m_s^T||_* with X_s the subset's N x r matrix of points and m_s
+ * their mean (summed in the subset's order, divided by N); subsets of fewer than 2 points give 0.
+ * Used for many FDs of sample sets to one Gaussian (vdna/frechet.py): with the points projected
+ * onto a factor of the fixed covariance, this is the trace term of each subset's FD.
+ * Singular values as vdna_fd takes them (two-stage reduction for more than 64 of min(N, r), dgesdd
+ * otherwise), summed smallest first; backward stable: each is exact for a matrix within
+ * p(N, r) eps ||X_s - 1 m_s^T||_2 of the centred one.
+ * Threads: with the scipy-openblas provider, subsets run concurrently on up to
+ * vdna_get_num_threads() threads (largest first, each subset on one thread) while the BLAS library
+ * is held to one thread (its previous setting is restored afterwards); other BLAS providers run
+ * the subsets one after another on the BLAS library's own threads. Each subset's arithmetic is the
+ * same whichever thread runs it, so results do not depend on vdna's thread count.
+ * Returns VDNA_OK, VDNA_ERR_ARG (NULL, negative sizes, offsets not from 0 or decreasing, an index
+ * outside [0, n), a non-finite coordinate, a subset too large for 32-bit LAPACK), VDNA_ERR_NOMEM,
+ * VDNA_ERR_LAPACK. */
+vdna_status vdna_centred_nuclear_norms(int64_t n, int64_t r, const double *points, int64_t n_subsets,
+                                       const int64_t *offsets, const int64_t *index, double *out);
+
 #endif /* VDNA_DISTANCE_H */

@@ -1,5 +1,5 @@
-/* distance_binding.c: vdna._core.emd / emd_many / nfd / fd (argument conversion and checks only;
- * the mathematics is in csrc/core/emd.c and frechet.c). */
+/* distance_binding.c: vdna._core.emd / emd_many / nfd / fd / centred_nuclear_norms (argument
+ * conversion and checks only; the mathematics is in csrc/core/emd.c and frechet.c). */
 #include "binding.h" /* Python.h first: it sets the feature macros */
 
 #include <stdio.h>
@@ -306,6 +306,53 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------- centred_nuclear_norms */
+static PyObject *py_centred_nuclear_norms(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_points, *o_offsets, *o_index;
+    const char *fn = "centred_nuclear_norms";
+    if (!PyArg_ParseTuple(args, "OOO:centred_nuclear_norms", &o_points, &o_offsets, &o_index)) return NULL;
+    PyArrayObject *points = NULL, *offsets = NULL, *index = NULL, *out = NULL;
+    points = real_array(o_points, fn, "points", 2, "2-D (points, dimension)", NPY_FLOAT64);
+    if (points == NULL) goto fail;
+    offsets = real_array(o_offsets, fn, "offsets", 1, "1-D (subsets + 1,)", NPY_INT64);
+    if (offsets == NULL) goto fail;
+    index = real_array(o_index, fn, "index", 1, "1-D", NPY_INT64);
+    if (index == NULL) goto fail;
+    npy_intp n_sub = PyArray_DIM(offsets, 0) - 1;
+    if (n_sub < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: offsets must hold at least one value (0)", fn);
+        goto fail;
+    }
+    const int64_t *off = (const int64_t *)PyArray_DATA(offsets);
+    if (off[n_sub] != (int64_t)PyArray_DIM(index, 0)) {
+        PyErr_Format(PyExc_ValueError, "%s: offsets end at %lld but index has %lld entries", fn, (long long)off[n_sub],
+                     (long long)PyArray_DIM(index, 0));
+        goto fail;
+    }
+    out = (PyArrayObject *)PyArray_ZEROS(1, &n_sub, NPY_FLOAT64, 0);
+    if (out == NULL) goto fail;
+    vdna_status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = vdna_centred_nuclear_norms(PyArray_DIM(points, 0), PyArray_DIM(points, 1), (const double *)PyArray_DATA(points),
+                                   n_sub, off, (const int64_t *)PyArray_DATA(index), (double *)PyArray_DATA(out));
+    Py_END_ALLOW_THREADS
+    if (s != VDNA_OK) {
+        vdna_py_raise(s, fn);
+        goto fail;
+    }
+    Py_DECREF(points);
+    Py_DECREF(offsets);
+    Py_DECREF(index);
+    return (PyObject *)out;
+fail:
+    Py_XDECREF(points);
+    Py_XDECREF(offsets);
+    Py_XDECREF(index);
+    Py_XDECREF(out);
+    return NULL;
+}
+
 static PyMethodDef distance_methods[] = {
     {"emd", (PyCFunction)py_emd, METH_VARARGS,
      "emd(h1, h2) -> float64 ndarray (C,)\n\n"
@@ -326,6 +373,12 @@ static PyMethodDef distance_methods[] = {
      "fd(mu1, sigma1, mu2, sigma2) -> float\n\n"
      "Frechet distance of two Gaussians (mu (d,), sigma (d, d)) by symmetric eigendecompositions\n"
      "(valid for singular covariances). Non-finite input raises ValueError."},
+    {"centred_nuclear_norms", (PyCFunction)py_centred_nuclear_norms, METH_VARARGS,
+     "centred_nuclear_norms(points, offsets, index) -> float64 ndarray (S,)\n\n"
+     "Nuclear norm (sum of singular values) of each subset of the rows of points (n, r), centred on\n"
+     "the subset's mean: subset s is points[index[offsets[s]:offsets[s+1]]]. Fewer than 2 points give 0.\n"
+     "Subsets run on vdna's threads (the core's BLAS held to one thread meanwhile); results do not\n"
+     "depend on the thread count. Non-finite points or indices outside [0, n) raise ValueError."},
     {NULL, NULL, 0, NULL},
 };
 

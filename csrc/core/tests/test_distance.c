@@ -341,6 +341,82 @@ static void test_fd_ill_conditioned(void) {
     CHECK(fd >= 0.0 && fd <= 1e-9 * 2.0 * c * tr_half);
 }
 
+/* Centred nuclear norms against hand-worked values. Tolerances: LAPACK's singular values are exact
+ * for a matrix within p(m, k) eps ||A||_2 of A, so each of the k values is within that of the true
+ * one; with p(m, k) taken as m + k (generous for Householder reductions of an m x k matrix) the
+ * sum is within k (m + k) eps smax. */
+static void test_centred_nuclear_norms(void) {
+    const double eps = 2.220446049250313e-16;
+    /* four points whose centred 4 x 2 matrix has orthogonal columns (1,-1,0,0) and (0,0,2,-2),
+     * shifted by (5, 7): singular values sqrt 2 and 2 sqrt 2 */
+    double pts[] = {6, 7, 4, 7, 5, 9, 5, 5};
+    int64_t off[] = {0, 4, 4, 5, 7, 11}, idx[] = {0, 1, 2, 3, /* empty */ 2, /* one point */ 1, 1,
+                                                 /* twice the same */ 3, 2, 1, 0 /* all, reordered */};
+    double out[5];
+    CHECK(vdna_centred_nuclear_norms(4, 2, pts, 5, off, idx, out) == VDNA_OK);
+    CHECK_CLOSE(out[0], 3.0 * sqrt(2.0), 2 * 6 * eps * 2 * sqrt(2.0) * 4);
+    CHECK(out[1] == 0.0 && out[2] == 0.0 && out[3] == 0.0);
+    CHECK_CLOSE(out[4], out[0], 2 * 6 * eps * 2 * sqrt(2.0) * 4);
+
+    /* the two-stage route (more than 64 columns after orienting the matrix tall), both orientations:
+     * (a) N = 140 points in r = 70 dimensions, point 2i = s_i e_i + c and point 2i+1 = -s_i e_i + c:
+     * orthogonal columns of norms sqrt 2 s_i; (b) N = 100 points on a line in r = 80 dimensions,
+     * x_j = t_j u + c (t centred): rank one, nuclear norm ||t|| ||u||. */
+    enum { R1 = 70, N1 = 140, R2 = 80, N2 = 100 };
+    double *a = calloc((size_t)N1 * R1, sizeof(double)), *b = calloc((size_t)N2 * R2, sizeof(double));
+    int64_t ia[N1], ib[N2], oa[2] = {0, N1}, ob[2] = {0, N2};
+    double want_a = 0.0, smax = 0.0, tt = 0.0, uu = 0.0;
+    for (int i = 0; i < R1; i++) {
+        double si = 1.0 + 0.25 * i;
+        for (int j = 0; j < R1; j++) a[(2 * i) * R1 + j] = a[(2 * i + 1) * R1 + j] = 3.0 - 0.5 * j; /* c */
+        a[(2 * i) * R1 + i] += si;
+        a[(2 * i + 1) * R1 + i] -= si;
+        want_a += sqrt(2.0) * si;
+        if (sqrt(2.0) * si > smax) smax = sqrt(2.0) * si;
+    }
+    for (int j = 0; j < N1; j++) ia[j] = (j * 37) % N1; /* every point, in another order */
+    for (int i = 0; i < R2; i++) uu += (0.5 + i % 7) * (0.5 + i % 7);
+    for (int j = 0; j < N2; j++) {
+        double t = j - (N2 - 1) / 2.0;
+        tt += t * t;
+        for (int i = 0; i < R2; i++) b[j * R2 + i] = t * (0.5 + i % 7) + 1.0 + i;
+        ib[j] = j;
+    }
+    double got_a = 0.0, got_b = 0.0, got_a3 = 0.0;
+    vdna_set_num_threads(1);
+    CHECK(vdna_centred_nuclear_norms(N1, R1, a, 1, oa, ia, &got_a) == VDNA_OK);
+    CHECK_CLOSE(got_a, want_a, (double)R1 * (N1 + R1) * eps * smax);
+    CHECK(vdna_centred_nuclear_norms(N2, R2, b, 1, ob, ib, &got_b) == VDNA_OK);
+    CHECK_CLOSE(got_b, sqrt(tt * uu), (double)R2 * (N2 + R2) * eps * sqrt(tt * uu));
+    /* results do not depend on the thread count: several subsets on 3 threads */
+    int64_t om[4] = {0, N1, 2 * N1, 2 * N1 + 70};
+    int64_t *im = malloc(sizeof(int64_t) * (2 * N1 + 70));
+    for (int j = 0; j < N1; j++) im[j] = im[N1 + j] = ia[j];
+    for (int j = 0; j < 70; j++) im[2 * N1 + j] = j;
+    double m1[3], m3[3];
+    CHECK(vdna_centred_nuclear_norms(N1, R1, a, 3, om, im, m1) == VDNA_OK);
+    vdna_set_num_threads(3);
+    CHECK(vdna_centred_nuclear_norms(N1, R1, a, 3, om, im, m3) == VDNA_OK);
+    CHECK(vdna_centred_nuclear_norms(N1, R1, a, 1, oa, ia, &got_a3) == VDNA_OK);
+    CHECK(m1[0] == got_a && m1[1] == got_a && got_a3 == got_a);
+    for (int s = 0; s < 3; s++) CHECK(m1[s] == m3[s]);
+    vdna_set_num_threads(0);
+
+    /* errors name the problem */
+    int64_t bad_idx[] = {0, 4}, bad_off[] = {0, 3, 2}, off1[] = {1, 2}, ok_off[] = {0, 2};
+    CHECK(vdna_centred_nuclear_norms(4, 2, pts, 1, ok_off, bad_idx, out) == VDNA_ERR_ARG);
+    CHECK(strstr(vdna_last_error(), "index[1] = 4") != NULL);
+    CHECK(vdna_centred_nuclear_norms(4, 2, pts, 2, bad_off, idx, out) == VDNA_ERR_ARG);
+    CHECK(vdna_centred_nuclear_norms(4, 2, pts, 1, off1, idx, out) == VDNA_ERR_ARG);
+    double nan_pts[] = {1, 2, NAN, 4};
+    CHECK(vdna_centred_nuclear_norms(2, 2, nan_pts, 1, ok_off, idx, out) == VDNA_ERR_ARG);
+    CHECK(strstr(vdna_last_error(), "point 1") != NULL);
+    CHECK(vdna_centred_nuclear_norms(4, 2, pts, 0, off, idx, NULL) == VDNA_OK); /* no subsets */
+    free(a);
+    free(b);
+    free(im);
+}
+
 int main(void) {
     test_emd_hand_values();
     test_emd_errors();
@@ -349,6 +425,7 @@ int main(void) {
     test_nfd();
     test_fd();
     test_fd_ill_conditioned();
+    test_centred_nuclear_norms();
     if (failures) {
         fprintf(stderr, "test_distance: %d failure(s)\n", failures);
         return 1;
