@@ -238,13 +238,12 @@ def test_timings_cover_every_stage(setup):
 
 def test_tables_that_do_not_fit_spill_layer_by_layer(setup, tmp_path):
     # 13 tables (4 repeats x 3 sizes + the rest) x 16 bins x 4 bytes: layer b 4160 bytes, layer a 2496;
-    # the resident state (histograms only) is 2 x 5 neurons x 16 bins x 8 bytes = 1280 bytes, and
-    # max_memory / 8 = 787 bytes are kept for deferred counts: 4233 bytes are left for tables
+    # the resident state (histograms only) is 2 x 5 neurons x 16 bins x 8 bytes = 1280 bytes
     acts, refs, _, curve = setup
     sa = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
-                           activation_ranges=RANGES, layouts=LAYOUTS, max_memory=6300, temp_dir=str(tmp_path))
+                           activation_ranges=RANGES, layouts=LAYOUTS, max_memory=1280 + 4160 + 100,
+                           temp_dir=str(tmp_path))
     assert sa.memory["table_bytes"] == 2496 + 4160 and sa.memory["resident_bytes"] == 1280
-    assert sa.memory["deferred_count_bytes"] == 787
     assert sa.memory["spilled_layers"] == ["a"] and sa.memory["spilled_bytes"] == 2496
     assert isinstance(sa._tables["a"], np.memmap) and not isinstance(sa._tables["b"], np.memmap)
     assert sa._tables["b"].shape == (5, 13, 16)  # neuron-major: (C, tables, bins)
@@ -490,43 +489,3 @@ def test_guide_runs_as_written(tmp_path, monkeypatch):
         exec(compile(code, "docs/stability.md", "exec"), namespace)
     assert (tmp_path / "curve.csv").is_file() and (tmp_path / "curve.npz").is_file()
     assert 0 <= namespace["d"] <= 20 and namespace["std"] >= 0
-
-
-def test_deferred_counts_equal_immediate_ones(setup, monkeypatch):
-    # Layers with few values per image and neuron (here a: 12, b: 6) have their counts deferred into a
-    # buffer and counted together; a big-map layer (over _DEFER_MAX_SAMPLES) is counted at once. Batches
-    # of 3 images into a 7-image buffer: flushes mid-way, a dtype change (flush, a new buffer of that
-    # dtype), a batch larger than the buffer (counted at once), the rest counted at subset_dna() and
-    # compute(). Counts and EMDs are bit-identical to the immediate counts of the module's curve.
-    from vdna import stability as st
-
-    acts, refs, _, curve = setup
-    monkeypatch.setattr(st, "_DEFER_MAX_IMAGES", 7)
-    sa = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
-                           activation_ranges=RANGES, layouts=LAYOUTS)
-    order = np.random.default_rng(0).permutation(N)
-    cuts = [0, 3, 6, 9, 12, 15, 25, 28, 31, N]
-    for i, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
-        idx = order[lo:hi]
-        batch = {k: v[idx] for k, v in acts.items()}
-        if i == 3:
-            batch["a"] = batch["a"].astype(">f8")  # same values, another dtype (big-endian float64)
-        sa.update(batch, indices=idx)
-        if i == 0:
-            assert sa._defer_images == 7 and set(sa._deferred) == {"a", "b"}
-            assert sa._deferred["a"]["n"] == 3 and not sa._table_images["a"].any()  # nothing counted yet
-    assert sa._deferred["a"]["n"] == 6  # the last batch (6 images) waits for compute()
-    sub = sa.subset_dna(1, 1, "histogram-16")  # flushes
-    np.testing.assert_array_equal(sub.data["a"], _direct("histogram-16", acts, curve.subset_indices(1, 1)).data["a"])
-    assert sa._deferred["a"]["n"] == 0
-    other = sa.compute(refs[0])
-    for m in ("emd", "emd/a", "emd/b"):
-        np.testing.assert_array_equal(other.values[m], curve.values[m])
-    # nothing deferred when each image has more than _DEFER_MAX_SAMPLES values per neuron
-    monkeypatch.setattr(st, "_DEFER_MAX_SAMPLES", 11)
-    sa2 = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
-                            activation_ranges=RANGES, layouts=LAYOUTS)
-    sa2.update({k: v[:3] for k, v in acts.items()})
-    assert set(sa2._deferred) == {"b"} and sa2._table_images["a"].sum() > 0
-    sa2.close()
-

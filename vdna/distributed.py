@@ -334,7 +334,6 @@ def _reduce_subset_state(acc, ctx: DistContext, root: int) -> Optional[BaseExcep
         return t.cpu().numpy() if mine else None
 
     error = None
-    acc._flush_counts()  # deferred histogram counts into the tables first
     for layer in acc.neurons_list:
         if acc._tables:
             images = summed(acc._table_images[layer])

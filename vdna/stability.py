@@ -35,16 +35,6 @@ from .ranges import ActivationRanges
 
 DEFAULT_DISTRIBUTIONS = ("histogram-1000", "layer-gaussian")
 DEFAULT_MAX_MEMORY = 4 * 2**30
-# Histogram counts of layers with at most _DEFER_MAX_SAMPLES values per image and neuron are deferred:
-# their activations are copied into a buffer of up to _DEFER_MAX_IMAGES images (within a reserve of
-# max_memory / _DEFER_MEMORY_SHARE) and counted together. count_groups is bound by the table rows it
-# brings from memory (every neuron's row of every table an image belongs to); with few values per image
-# a call uses little of each row, and more images per call reuse each row more (rand_resnet50's shapes,
-# 91 tables: 14x14 maps 3.3 -> 2.1 ms per image from 16 to 128 images per call, 7x7 maps 4.1 -> 1.8;
-# 56x56 and 28x28 maps gain nothing). Counts are exact sums, so the result is the same.
-_DEFER_MAX_SAMPLES = 256
-_DEFER_MAX_IMAGES = 128
-_DEFER_MEMORY_SHARE = 8
 _STAGES = ("histogram counts", "mean vectors", "emd read-out", "gaussian read-out")
 _FORMAT = "vdna-stability-curve"
 _VERSION = 1
@@ -167,8 +157,6 @@ class SubsetAccumulator:
         self._table_images: Dict[str, np.ndarray] = {}
         self._table_nans: Dict[str, np.ndarray] = {}
         self._means: Dict[str, np.ndarray] = {}
-        self._deferred: Dict[str, dict] = {}  # layer -> {"x": buffer, "groups": their tables, "n": images held}
-        self._defer_images = None  # images per deferred buffer, fixed at the first update
         self._tmp_dir = None
         self._seen = np.zeros(self.n_images, dtype=bool)
         self._next = 0
@@ -199,12 +187,10 @@ class SubsetAccumulator:
         max_c = max(self.neurons_list.values())
         resident = 0
         table_bytes = 0
-        self._defer_bytes = 0
         if self._hist_name is not None:
             _, bins = parse_distribution_name(self._hist_name)
             table_bytes = self.n_tables * total_c * int(bins) * 4
             resident += 2 * max_c * int(bins) * 8  # one layer's int64 running sum and reference copy
-            self._defer_bytes = self.max_memory // _DEFER_MEMORY_SHARE  # deferred counts' buffers (at most)
         if self._gauss_name is not None:
             # per-image mean vectors; one layer's reference, factor and eigh work space; its projection
             resident += self.n_images * total_c * 8 + 3 * max_c * max_c * 8 + max_c * self.n_images * 8
@@ -220,7 +206,7 @@ class SubsetAccumulator:
         self._spilled: List[str] = []
         spilled_bytes = 0
         if self._hist_name is not None:
-            room = self.max_memory - resident - self._defer_bytes
+            room = self.max_memory - resident
             per_layer = {l: self.n_tables * c * int(bins) * 4 for l, c in self.neurons_list.items()}
             for layer in sorted(per_layer, key=lambda l: -per_layer[l]):  # stable: network order on ties
                 if per_layer[layer] <= room:
@@ -243,8 +229,7 @@ class SubsetAccumulator:
                     f"the {_gib(free)} free in the temporary folder; at most {fit} tables (repeats x sizes) would "
                     "fit: use fewer repeats or sizes, or point temp_dir= at a larger disk"
                 )
-        return {"resident_bytes": resident, "deferred_count_bytes": self._defer_bytes, "table_bytes": table_bytes,
-                "spilled": spill,
+        return {"resident_bytes": resident, "table_bytes": table_bytes, "spilled": spill,
                 "spilled_layers": list(self._spilled), "spilled_bytes": spilled_bytes}
 
     def _new_tables(self, layer: str, c: int) -> np.ndarray:
@@ -259,7 +244,6 @@ class SubsetAccumulator:
     def close(self) -> None:
         """Drop the accumulation state and delete its temporary files (if any)."""
         self._tables.clear()
-        self._deferred.clear()
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
             self._tmp_dir = None
@@ -305,12 +289,11 @@ class SubsetAccumulator:
             dup = idx[self._seen[idx]] if self._seen[idx].any() else idx
             raise ValueError(f"update: image {int(dup[0])} is given twice (each image must be added once)")
         groups = np.ascontiguousarray(self._table_of[idx])
-        if self._hists and self._defer_images is None:
-            self._plan_deferred(arrays)
         for layer, x in arrays.items():
             if self._hists:
                 t0 = time.perf_counter()
-                self._count(layer, x, groups)
+                self._hists[layer].count_groups(x, groups, self._tables[layer], self._table_images[layer],
+                                                self._table_nans[layer])
                 self.timings["histogram counts"] += time.perf_counter() - t0
             if self._means:
                 t0 = time.perf_counter()
@@ -319,52 +302,6 @@ class SubsetAccumulator:
                 self.timings["mean vectors"] += time.perf_counter() - t0
         self._seen[idx] = True
         self._next = int(idx.max()) + 1 if indices is None else self._next
-
-    def _plan_deferred(self, arrays) -> None:
-        """Choose the layers whose counts are deferred, and how many images their buffers hold."""
-        n = next(iter(arrays.values())).shape[0]
-        if n == 0:
-            return  # decide at the first batch with images
-        layers = [l for l, x in arrays.items() if x.size // (n * self.neurons_list[l]) <= _DEFER_MAX_SAMPLES]
-        per_image = sum(arrays[l].size * arrays[l].itemsize // n for l in layers)
-        images = min(_DEFER_MAX_IMAGES, self._defer_bytes // per_image) if per_image else 0
-        self._defer_images = int(images) if images >= 2 else 0
-        if self._defer_images:
-            self._deferred = {l: {"x": None, "groups": None, "n": 0} for l in layers}
-
-    def _count(self, layer: str, x: np.ndarray, groups: np.ndarray) -> None:
-        """Count images x (their tables: groups) into the layer's tables, now or deferred."""
-        hist, args = self._hists[layer], (self._tables[layer], self._table_images[layer], self._table_nans[layer])
-        d = self._deferred.get(layer)
-        n = x.shape[0]
-        if d is None or n >= self._defer_images:
-            hist.count_groups(x, groups, *args)
-            return
-        buf = d["x"]
-        if buf is None or buf.dtype != x.dtype or buf.shape[1:] != x.shape[1:]:
-            self._flush_layer(layer)
-            hist.count_groups(x[:0], groups[:0], *args)  # checks dtype and shape now, not at the flush
-            d["x"] = buf = np.empty((self._defer_images,) + x.shape[1:], dtype=x.dtype)
-            d["groups"] = np.empty((self._defer_images, groups.shape[1]), dtype=groups.dtype)
-        if d["n"] + n > self._defer_images:
-            self._flush_layer(layer)
-        buf[d["n"]: d["n"] + n] = x
-        d["groups"][d["n"]: d["n"] + n] = groups
-        d["n"] += n
-
-    def _flush_layer(self, layer: str) -> None:
-        d = self._deferred.get(layer)
-        if d is not None and d["n"]:
-            n, d["n"] = d["n"], 0
-            self._hists[layer].count_groups(d["x"][:n], d["groups"][:n], self._tables[layer],
-                                            self._table_images[layer], self._table_nans[layer])
-
-    def _flush_counts(self) -> None:
-        """Count every deferred image (before the tables are read)."""
-        t0 = time.perf_counter()
-        for layer in self._deferred:
-            self._flush_layer(layer)
-        self.timings["histogram counts"] += time.perf_counter() - t0
 
     @property
     def num_images(self) -> int:
@@ -403,7 +340,6 @@ class SubsetAccumulator:
         refs = match_references(reference, self.distributions)
         for name, ref in refs.items():
             self._check_reference(name, ref)
-        self._flush_counts()
         K, R = len(self.sizes), self.repeats
         values: Dict[str, np.ndarray] = {}
         full: Dict[str, float] = {}
@@ -574,7 +510,6 @@ class SubsetAccumulator:
             "histogram") else None, layouts=self.layouts if name.startswith("histogram") else None,
             feature_extractor_name=self.feature_extractor_name)
         if name.startswith("histogram"):
-            self._flush_counts()
             tabs = self._full_tables() if r == -1 else self._subset_tables(r, k)
             n_img = int(sum(self._table_images[next(iter(self.neurons_list))][t] for t in tabs))
             for layer in self.neurons_list:

@@ -13,7 +13,6 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -647,9 +646,10 @@ vdna_status vdna_centred_nuclear_norms(int64_t n, int64_t r, const double *point
         int64_t size = offsets[s + 1] - offsets[s];
         if (offsets[s + 1] < offsets[s])
             return vdna_fail(VDNA_ERR_ARG, "nuclear norms: offsets decrease at subset %lld", (long long)s);
-        if (size > INT_MAX || (size > 0 && r > 0 && (double)size * (double)r > (double)(SIZE_MAX / 16)))
-            return vdna_fail(VDNA_ERR_ARG, "nuclear norms: subset %lld is too large (%lld points)", (long long)s,
-                             (long long)size);
+        if ((double)size * (double)(r > 0 ? r : 1) > (double)INT_MAX) /* LAPACK's 32-bit index arithmetic */
+            return vdna_fail(VDNA_ERR_ARG,
+                             "nuclear norms: subset %lld is too large for 32-bit LAPACK (%lld points x %lld dimensions)",
+                             (long long)s, (long long)size, (long long)r);
     }
     int64_t total = offsets[n_subsets];
     if (total > 0 && index == NULL) return vdna_fail(VDNA_ERR_ARG, "nuclear norms: NULL index");
