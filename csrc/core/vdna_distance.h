@@ -93,7 +93,7 @@ vdna_status vdna_fd(int64_t d, const double *mu1, const double *sigma1, const do
  * the subsets one after another on the BLAS library's own threads. Each subset's arithmetic is the
  * same whichever thread runs it, so results do not depend on vdna's thread count.
  * Surprise: the BLAS setting is process-wide, so a vdna_fd running in another thread meanwhile also
- * gets one BLAS thread (slower, same result).
+ * gets one BLAS thread (slower).
  * Returns VDNA_OK, VDNA_ERR_ARG (NULL, negative sizes, offsets not from 0 or decreasing, an index
  * outside [0, n), a non-finite coordinate, a subset too large for 32-bit LAPACK), VDNA_ERR_NOMEM,
  * VDNA_ERR_LAPACK. */
