@@ -399,9 +399,9 @@ def choose_learning_settings(folds, grid: Optional[Mapping] = None, *, granulari
     combination of ``grid`` (default :data:`DEFAULT_CV_GRID`: 5 x 5 values), weights are learned on all
     folds but one and the Eq. 7 loss, mean over ignore pairs of |1 − Δ_a| plus mean over keep pairs of
     |Δ_b| (``evaluate_weights(...)["loss"]``, no regularization term), is measured on the fold left
-    out; the combination with the lowest mean over folds wins (ties: the earlier in the grid). Returns ``{"regularization", "max_weight",
-    "loss", "table"}``, ``table`` holding every combination's mean loss. Pass the two settings on to
-    ``learn_weights`` over all folds' pairs. ``kwargs`` go to ``learn_weights`` (e.g. ``seed``).
+    out; the combination with the lowest mean over folds wins (ties: the earlier in the grid). Returns
+    ``{"regularization", "max_weight", "loss", "table"}``, ``table`` holding every combination's mean
+    loss. Pass the two settings on to ``learn_weights`` over all folds' pairs. ``kwargs`` go to ``learn_weights`` (e.g. ``seed``).
     """
     folds = list(folds)
     if len(folds) < 2:

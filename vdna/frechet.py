@@ -20,10 +20,18 @@ import numpy as np
 from ._native import _core
 
 
+def _centred_nuclear_norm(points: np.ndarray) -> float:
+    """Sum of the singular values of the (n, r) points centred on their mean, by the core (the two-stage
+    reduction vdna.FD uses). Points whose mean is already 0 lose only rounding to the re-centring."""
+    n = points.shape[0]
+    return float(_core.centred_nuclear_norms(points, np.array([0, n]), np.arange(n))[0])
+
+
 def fd_of_samples(x1, x2) -> float:
     """FD between N(mean(x1), cov(x1)) and N(mean(x2), cov(x2)) (unbiased covariances, as a
     layer-Gaussian DNA holds them) from the samples themselves: ``x1`` (n1 x C) and ``x2`` (n2 x C),
-    finite, n1, n2 >= 2. Costs one n1 x C by C x n2 product and the singular values of the result."""
+    finite, n1, n2 >= 2. Costs one n1 x C by C x n2 product and the singular values of the result (the
+    core's SVD route, as for every FD)."""
     x1, x2 = np.asarray(x1, dtype=np.float64), np.asarray(x2, dtype=np.float64)
     if x1.ndim != 2 or x2.ndim != 2 or x1.shape[1] != x2.shape[1]:
         raise ValueError(f"fd_of_samples: expected two (n, C) arrays with the same C, got {x1.shape} and {x2.shape}")
@@ -37,7 +45,7 @@ def fd_of_samples(x1, x2) -> float:
     diff = mu1 - mu2
     tr1 = float(np.einsum("ij,ij->", xc1, xc1)) / (n1 - 1)
     tr2 = float(np.einsum("ij,ij->", xc2, xc2)) / (n2 - 1)
-    nuclear = float(np.linalg.svd(xc1 @ xc2.T, compute_uv=False).sum()) / np.sqrt((n1 - 1) * (n2 - 1))
+    nuclear = _centred_nuclear_norm(xc1 @ xc2.T) / np.sqrt((n1 - 1) * (n2 - 1))
     return max(0.0, float(diff @ diff) + tr1 + tr2 - 2.0 * nuclear)  # a rounding-level negative is 0, as in vdna.FD
 
 
@@ -94,10 +102,8 @@ class _FrechetToReference:
     def distance(self, mu, samples) -> float:
         """FD of the Gaussian of ``samples`` (n x C, mean ``mu``)."""
         x = np.asarray(samples, dtype=np.float64)
-        points = np.ascontiguousarray((x - x.mean(axis=0)) @ self._reference_factor())
-        n = x.shape[0]
-        nuclear = _core.centred_nuclear_norms(points, np.array([0, n]), np.arange(n))[0]
-        return self._fd(mu, x, float(nuclear))
+        # centred before the product, so that its rounding is relative to the spread, not to the mean
+        return self._fd(mu, x, _centred_nuclear_norm((x - x.mean(axis=0)) @ self._reference_factor()))
 
     def project(self, samples) -> None:
         """Prepare :meth:`subset_distances` for subsets (rows) of ``samples`` (n x C)."""
