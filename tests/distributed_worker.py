@@ -185,6 +185,25 @@ def stability_checks(proc, images, ranges, kw, out, rank, world):
                 report[key] = None if rank != 0 or key.endswith("again") else "ok"
             except ValueError as exc:
                 report[key] = str(exc)
+    # tables of both widths, ranks with different samples per image (2x2 maps on rank 0, 3x3 on rank 1):
+    # rank 0 widens its 16-bit tables to the layout rank 1's images need before the sum
+    if world == 2:
+        x9 = rng.normal(size=(8, 3, 3, 3)) * 2 + 50
+
+        def mixed():
+            acc = SubsetAccumulator(lay, 8, **dict(sub, distributions=["histogram-8"]))
+            acc._narrow_max = 20  # a table of 2 images of 9 samples may be 16-bit, one of 3 images may not
+            return acc
+
+        one, mine = mixed(), mixed()
+        even, odd = np.arange(0, 8, 2), np.arange(1, 8, 2)
+        one.update({"l": x[even]}, indices=even)
+        one.update({"l": x9[odd]}, indices=odd)
+        idx = even if rank == 0 else odd
+        mine.update({"l": (x if rank == 0 else x9)[idx]}, indices=idx)
+        report["direct_mixed"] = [as_json(one.compute([ref[0]], distributed=False)), as_json(mine.compute([ref[0]]))]
+        where = one._tables["l"].where
+        report["direct_mixed_widths"] = [int((where >= 0).sum()), int((where < 0).sum())]
     # an empty rank (every image on the last rank), an image on two ranks, an image on none
     for name, idx in (("empty_rank", np.arange(8) if rank == world - 1 else np.arange(0)),
                       ("twice", np.arange(8) if rank == 0 else np.array([3])),

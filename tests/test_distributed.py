@@ -177,6 +177,8 @@ def test_stability_curves_over_ranks_equal_the_one_process_curve(out):
             one, ranks = s[name]
             _curve_equal(ranks, one)
         assert s["empty_rank"] is not None
+        _curve_equal(s["direct_mixed"][1], s["direct_mixed"][0])  # 16- and 32-bit tables, unequal maps
+        assert min(s["direct_mixed_widths"]) > 0  # both widths were used
         _curve_equal(s["empty_rank"], s["direct_hist"][0])
     # dst=1: the curve on rank 1 only
     s0, s1 = report(out, 0)["stability"], report(out, 1)["stability"]

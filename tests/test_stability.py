@@ -222,8 +222,9 @@ def test_memory_mapped_tables_give_the_same_curve(setup, tmp_path):
     acts, refs, _, curve = setup
     sa = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
                            activation_ranges=RANGES, layouts=LAYOUTS, max_memory=2000, temp_dir=str(tmp_path))
-    assert sa.memory["spilled"] and any(tmp_path.iterdir())
+    assert sa.memory["spilled"] and not any(tmp_path.iterdir())  # tables come with the first update
     sa.update(acts)
+    assert sa.memory["spilled"] and any(tmp_path.iterdir())
     other = sa.compute(refs[0])
     np.testing.assert_array_equal(other.values["emd"], curve.values["emd"])
     sa.close()
@@ -237,17 +238,21 @@ def test_timings_cover_every_stage(setup):
 
 
 def test_tables_that_do_not_fit_spill_layer_by_layer(setup, tmp_path):
-    # 13 tables (4 repeats x 3 sizes + the rest) x 16 bins x 4 bytes: layer b 4160 bytes, layer a 2496;
-    # the resident state (histograms only) is 2 x 5 neurons x 16 bins x 8 bytes = 1280 bytes
+    # 13 tables (4 repeats x 3 sizes + the rest) x 16 bins: with 32-bit counts (the plan before the
+    # first update, and what _narrow_max = 0 forces) layer b takes 5 x 13 x 16 x 4 = 4160 bytes, layer a
+    # 2496; the resident state (histograms only) is 2 x 5 neurons x 16 bins x 8 bytes = 1280 bytes
     acts, refs, _, curve = setup
     sa = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
                            activation_ranges=RANGES, layouts=LAYOUTS, max_memory=1280 + 4160 + 100,
                            temp_dir=str(tmp_path))
+    sa._narrow_max = 0
     assert sa.memory["table_bytes"] == 2496 + 4160 and sa.memory["resident_bytes"] == 1280
     assert sa.memory["spilled_layers"] == ["a"] and sa.memory["spilled_bytes"] == 2496
-    assert isinstance(sa._tables["a"], np.memmap) and not isinstance(sa._tables["b"], np.memmap)
-    assert sa._tables["b"].shape == (5, 13, 16)  # neuron-major: (C, tables, bins)
     sa.update(acts)
+    assert sa.memory["spilled_layers"] == ["a"] and sa.memory["samples_per_image"] == {"a": 12, "b": 6}
+    assert isinstance(sa._tables["a"].wide, np.memmap) and not isinstance(sa._tables["b"].wide, np.memmap)
+    assert sa._tables["b"].wide.shape == (5, 13, 16)  # neuron-major: (C, tables, bins)
+    assert sa._tables["b"].narrow.shape == (5, 0, 16)
     other = sa.compute(refs[0])
     for m in other.metrics:
         np.testing.assert_array_equal(other.values[m], curve.values[m])
@@ -489,3 +494,73 @@ def test_guide_runs_as_written(tmp_path, monkeypatch):
         exec(compile(code, "docs/stability.md", "exec"), namespace)
     assert (tmp_path / "curve.csv").is_file() and (tmp_path / "curve.npz").is_file()
     assert 0 <= namespace["d"] <= 20 and namespace["std"] >= 0
+
+
+# ------------------------------------------------------------------ 16- and 32-bit tables
+def test_table_widths_follow_the_count_bound():
+    from vdna.subset_tables import NARROW_MAX, table_bytes, table_where
+
+    total = np.array([0, 1, 5, 13107, 13108, 65535])
+    # 5 samples per image: 13107 x 5 = 65535 is the largest count a 16-bit table holds; 13108 x 5 is not
+    where = table_where(total, 5)
+    np.testing.assert_array_equal(where < 0, [True, True, True, True, False, False])
+    assert sorted(where[where >= 0]) == [0, 1] and sorted(-1 - where[where < 0]) == [0, 1, 2, 3]
+    assert (table_where(total, None) >= 0).all()  # samples unknown: every table 32-bit
+    assert table_bytes(3, 10, where) == 3 * 10 * (2 * 4 + 4 * 2)
+    assert NARROW_MAX == 2**16 - 1
+
+
+def test_a_16_bit_table_holds_counts_up_to_its_bound():
+    # one neuron, 2 images of 65535 samples each, every value in one bin: the table of the size-1 subset
+    # (1 image) reaches 65535 exactly in uint16; the full-set table (131070) is 32-bit
+    lay, ranges = {"l": 1}, {"l": (np.zeros(1), np.ones(1))}
+    x = np.full((2, 1, 65535), 0.25, dtype=np.float32)
+    sa = SubsetAccumulator(lay, 2, sizes=[1, 2], repeats=1, seed=0, distributions=("histogram-4",),
+                           activation_ranges=ranges)
+    sa.update({"l": x})
+    where = sa._tables["l"].where
+    assert (where < 0).sum() == 1 and (where >= 0).sum() == 1
+    for k in range(2):
+        idx = sa.permutations[0, : sa.sizes[k]]
+        acc = vdna.Accumulator("histogram-4", lay, activation_ranges=ranges)
+        acc.update({"l": x[idx]})
+        np.testing.assert_array_equal(sa.subset_dna(0, k).data["l"], acc.compute().data["l"])
+    assert sa.subset_dna(0, 0).data["l"].max() == 65535 and sa.subset_dna(0, 1).data["l"].max() == 131070
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_tables_widen_when_images_bring_more_samples(setup, tmp_path, spill):
+    # _narrow_max 100: with 2x2 maps (4 samples) a table of up to 25 images is 16-bit, with 4x3 maps
+    # (12 samples) one of up to 8; a second batch of larger maps widens those tables, counts stay exact
+    acts, _, _, _ = setup
+    rng = np.random.default_rng(4)
+    small = {"a": rng.standard_normal((N, 3, 2, 2)).astype(np.float32), "b": acts["b"]}
+    sa = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
+                           activation_ranges=RANGES, layouts=LAYOUTS, max_memory=1300 if spill else 2**30,
+                           temp_dir=str(tmp_path))
+    sa._narrow_max = 100
+    first, second = np.arange(0, N, 2), np.arange(1, N, 2)
+    sa.update({k: v[first] for k, v in small.items()}, indices=first)
+    before = sa._tables["a"].where.copy()
+    sa.update({k: v[second] for k, v in acts.items()}, indices=second)
+    after = sa._tables["a"].where
+    assert (before < 0).sum() > (after < 0).sum() > 0  # some tables widened, some stay 16-bit
+    assert sa.memory["samples_per_image"] == {"a": 12, "b": 6}
+    assert sa._tables["a"].spilled == spill
+    if spill:  # the old layout's files are gone: one .u32 and one .u16 file per layer
+        assert len(list(next(tmp_path.iterdir()).iterdir())) == 4
+    for r, k in [(0, 0), (1, 1), (3, 2)]:
+        idx = sa.permutations[r, : sa.sizes[k]]
+        acc = vdna.Accumulator("histogram-16", NL, activation_ranges=RANGES, layouts=LAYOUTS)
+        for part, data in ((first, small), (second, acts)):
+            sel = np.intersect1d(idx, part)
+            if len(sel):
+                acc.update({k2: v[sel] for k2, v in data.items()})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            direct = acc.compute()
+        sub = sa.subset_dna(r, k)
+        for layer in NL:
+            np.testing.assert_array_equal(sub.data[layer], direct.data[layer])
+    sa.close()
+    assert not any(tmp_path.iterdir())

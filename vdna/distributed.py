@@ -246,6 +246,7 @@ def reduce_accumulator(accumulator, ctx: DistContext, dst: Optional[int] = None)
 # ---------------------------------------------------------------------------------- stability curves
 _CHUNK = 1 << 24  # table elements per collective (128 MiB as int64): bounds the extra memory of a reduction
 _UINT32_MAX = 2**32 - 1
+_UINT16_MAX = 2**16 - 1
 
 
 def subset_curve_over_ranks(acc, reference, ctx: DistContext, dst: Optional[int] = None):
@@ -334,19 +335,27 @@ def _reduce_subset_state(acc, ctx: DistContext, root: int) -> Optional[BaseExcep
         return t.cpu().numpy() if mine else None
 
     error = None
+    if acc._hists:
+        # one table layout on every rank: the widths follow from the largest samples per image any rank saw
+        mine_samples = [acc._tables[l].samples if l in acc._tables else 0 for l in acc.neurons_list]
+        samples = tensor(np.array(mine_samples, dtype=np.int64))
+        dist.all_reduce(samples, op=dist.ReduceOp.MAX, group=ctx.group)
+        acc._ensure_tables(dict(zip(acc.neurons_list, samples.cpu().numpy().tolist())))
     for layer in acc.neurons_list:
-        if acc._tables:
+        if acc._hists:
             images = summed(acc._table_images[layer])
             nans = summed(acc._table_nans[layer])
-            flat = acc._tables[layer].reshape(-1)
-            for s in range(0, flat.size, _CHUNK):
-                total = summed(flat[s:s + _CHUNK].astype(np.int64))
-                if not mine:
-                    continue
-                if total.size and int(total.max()) > _UINT32_MAX and error is None:
-                    error = OverflowError(f"stability: layer '{layer}': a histogram count of the summed ranks "
-                                          "exceeds 2^32 - 1; use fewer images per subset size")
-                flat[s:s + _CHUNK] = total if error is None else 0
+            tables = acc._tables[layer]
+            for part, limit in ((tables.wide, _UINT32_MAX), (tables.narrow, _UINT16_MAX)):
+                flat = part.reshape(-1)
+                for s in range(0, flat.size, _CHUNK):
+                    total = summed(flat[s:s + _CHUNK].astype(np.int64))
+                    if not mine:
+                        continue
+                    if total.size and int(total.max()) > limit and error is None:  # a 16-bit bound cannot break
+                        error = OverflowError(f"stability: layer '{layer}': a histogram count of the summed ranks "
+                                              f"exceeds {limit}; use fewer images per subset size")
+                    flat[s:s + _CHUNK] = total if error is None else 0
             if mine:
                 acc._table_images[layer][:] = images
                 acc._table_nans[layer][:] = nans

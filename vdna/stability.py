@@ -9,11 +9,12 @@ images accumulates every group (:class:`SubsetAccumulator`); subset k of repeat 
 0..k (counts add exactly; Gaussians are re-accumulated from stored per-image mean vectors). The
 network therefore runs once per image.
 
-Memory: histogram groups are about R x K tables of uint32 counts per neuron and bin (R repeats, K
-sizes; see ``SubsetAccumulator.__init__``), stored neuron-major per layer ((C, T, B): one neuron's
-rows of every table are contiguous); the layers whose tables do not fit in ``max_memory`` live in
-temporary memory-mapped files (the operating system pages them), deleted when the accumulator is
-closed or collected. Gaussians store one float64 mean vector per image.
+Memory: histogram groups are about R x K tables of counts per neuron and bin (R repeats, K sizes;
+see ``SubsetAccumulator.__init__``), uint16 where a table's images x samples per image fit 16 bits,
+uint32 otherwise, stored neuron-major per layer (vdna/subset_tables.py); the layers whose tables do
+not fit in ``max_memory`` live in temporary memory-mapped files (the operating system pages them),
+deleted when the accumulator is closed or collected. Gaussians store one float64 mean vector per
+image.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from ._native import _core
 from .dna import GAUSSIAN, HISTOGRAM, LAYER_GAUSSIAN, META_RANGES_SHA256, VDNA, parse_distribution_name
 from .frechet import _FrechetToReference
 from .ranges import ActivationRanges
+from .subset_tables import NARROW_MAX, LayerTables, table_bytes, table_where
 
 DEFAULT_DISTRIBUTIONS = ("histogram-1000", "layer-gaussian")
 DEFAULT_MAX_MEMORY = 4 * 2**30
@@ -88,6 +90,11 @@ class SubsetAccumulator:
         max_memory: bytes of accumulation state kept in memory; histogram tables beyond it go to a
             temporary file in ``temp_dir`` (default: the system's). ValueError when the resident part
             alone (per-image mean vectors, one layer's working copy) does not fit.
+
+    Histogram tables are uint16 where a table's images x samples per image fit 16 bits, uint32
+    otherwise (vdna/subset_tables.py); the samples per image are known at the first ``update``, which
+    allocates the tables and fixes the memory plan (before it, ``memory`` is an upper bound: every
+    table 32-bit).
 
     ``update(activations, indices=None)`` takes {layer: (N, ...)} arrays of images ``indices``
     (default: the next N images in order); every image must be given exactly once before
@@ -148,22 +155,31 @@ class SubsetAccumulator:
         else:
             table_of = np.concatenate([table_of, np.full((1, self.n_images), R * G)])
         self._table_of = np.ascontiguousarray(table_of.T)  # (n_images, R or R + 1)
+        # the images each table will hold once every image is in: with the samples per image, a bound
+        # on its counts (which tables can be 16-bit)
+        self._table_total = np.bincount(table_of[table_of >= 0], minlength=self.n_tables).astype(np.int64)
+        self._narrow_max = NARROW_MAX  # tests lower it to force 32-bit tables
 
         self._hist_name = next((d for d in self.distributions if d.startswith("histogram")), None)
         self._gauss_name = next((d for d in self.distributions if not d.startswith("histogram")), None)
         self.activation_ranges = None
         self._hists: Dict[str, object] = {}
-        self._tables: Dict[str, np.ndarray] = {}
+        self._tables: Dict[str, LayerTables] = {}  # allocated by the first update
         self._table_images: Dict[str, np.ndarray] = {}
         self._table_nans: Dict[str, np.ndarray] = {}
         self._means: Dict[str, np.ndarray] = {}
         self._tmp_dir = None
+        self._temp_dir = temp_dir
+        self._spill_files = 0
         self._seen = np.zeros(self.n_images, dtype=bool)
         self._next = 0
         self._reduced_on = None  # after a distributed compute: "here" (this rank holds every rank's state) or a rank
         # seconds spent per stage (update: histogram counts, mean vectors; compute: read-outs)
         self.timings = {stage: 0.0 for stage in _STAGES}
-        self.memory = self._plan_memory(temp_dir)
+        self.memory = self._plan_memory(None, check_disk=False)
+        # Can the tables fit at all? The narrowest layout they could get (one sample per image) against
+        # the temporary folder's space; the first update checks the one they get.
+        self._plan_memory({layer: 1 for layer in self.neurons_list}, check_disk=True)
 
         if self._hist_name is not None:
             _, bins = parse_distribution_name(self._hist_name)
@@ -174,7 +190,6 @@ class SubsetAccumulator:
             for layer, c in self.neurons_list.items():
                 mins, maxs = self.activation_ranges[layer]
                 self._hists[layer] = _core.HistAccumulator(mins, maxs, self.bins, layout=self.layouts[layer])
-                self._tables[layer] = self._new_tables(layer, c)
                 self._table_images[layer] = np.zeros(self.n_tables, dtype=np.int64)
                 self._table_nans[layer] = np.zeros((self.n_tables, c), dtype=np.int64)
         if self._gauss_name is not None:
@@ -182,14 +197,19 @@ class SubsetAccumulator:
                 self._means[layer] = np.full((self.n_images, c), np.nan, dtype=np.float64)
 
     # -------------------------------------------------------------- memory plan
-    def _plan_memory(self, temp_dir) -> dict:
+    def _where(self, samples: Optional[int]) -> np.ndarray:
+        return table_where(self._table_total, samples, self._narrow_max)
+
+    def _plan_memory(self, samples: Optional[Mapping[str, int]], check_disk: bool) -> dict:
+        """The memory plan for tables laid out for ``samples`` per image ({layer: n}; None: every table
+        32-bit). ValueError when the resident state does not fit ``max_memory`` or (``check_disk``) the
+        spilled tables do not fit the temporary folder."""
         total_c = sum(self.neurons_list.values())
         max_c = max(self.neurons_list.values())
         resident = 0
-        table_bytes = 0
+        bins = 0
         if self._hist_name is not None:
             _, bins = parse_distribution_name(self._hist_name)
-            table_bytes = self.n_tables * total_c * int(bins) * 4
             resident += 2 * max_c * int(bins) * 8  # one layer's int64 running sum and reference copy
         if self._gauss_name is not None:
             # per-image mean vectors; one layer's reference, factor and eigh work space; its projection
@@ -203,46 +223,72 @@ class SubsetAccumulator:
         # Layers whose tables do not fit next to the resident state go to a memory-mapped file. Every
         # batch dirties most of a spilled layer's pages (the kernel then writes them back), so as
         # many bytes as fit stay in memory: largest layers first, each kept if it still fits.
-        self._spilled: List[str] = []
-        spilled_bytes = 0
+        spilled: List[str] = []
+        per_layer: Dict[str, int] = {}
         if self._hist_name is not None:
+            per_layer = {l: table_bytes(c, int(bins), self._where(None if samples is None else samples[l]))
+                         for l, c in self.neurons_list.items()}
             room = self.max_memory - resident
-            per_layer = {l: self.n_tables * c * int(bins) * 4 for l, c in self.neurons_list.items()}
             for layer in sorted(per_layer, key=lambda l: -per_layer[l]):  # stable: network order on ties
                 if per_layer[layer] <= room:
                     room -= per_layer[layer]
                 else:
-                    self._spilled.append(layer)
-                    spilled_bytes += per_layer[layer]
-            self._spilled.sort(key=list(self.neurons_list).index)
-        spill = bool(self._spilled)
-        if spill:
-            self._tmp_dir = tempfile.mkdtemp(prefix="vdna-stability-", dir=temp_dir)
-            free = shutil.disk_usage(self._tmp_dir).free
+                    spilled.append(layer)
+            spilled.sort(key=list(self.neurons_list).index)
+        total_bytes = sum(per_layer.values())
+        spilled_bytes = sum(per_layer[l] for l in spilled)
+        if check_disk and spilled:
+            where = self._temp_dir if self._temp_dir is not None else tempfile.gettempdir()
+            free = shutil.disk_usage(where).free
             if spilled_bytes > free:
-                shutil.rmtree(self._tmp_dir, ignore_errors=True)
-                self._tmp_dir = None
-                fit = max(0, int((free + self.max_memory - resident) // max(1, table_bytes // self.n_tables)))
+                fit = max(0, int((free + self.max_memory - resident) // max(1, total_bytes // self.n_tables)))
                 raise ValueError(
-                    f"stability: {self.repeats} repeats x {len(self.sizes)} sizes of histograms need {_gib(table_bytes)} "
+                    f"stability: {self.repeats} repeats x {len(self.sizes)} sizes of histograms need {_gib(total_bytes)} "
                     f"of counts, {_gib(spilled_bytes)} of them beyond max_memory={_gib(self.max_memory)}; that exceeds "
-                    f"the {_gib(free)} free in the temporary folder; at most {fit} tables (repeats x sizes) would "
-                    "fit: use fewer repeats or sizes, or point temp_dir= at a larger disk"
+                    f"the {_gib(free)} free in the temporary folder {where}; at most {fit} tables (repeats x sizes) "
+                    "would fit: use fewer repeats or sizes, or point temp_dir= at a larger disk"
                 )
-        return {"resident_bytes": resident, "table_bytes": table_bytes, "spilled": spill,
-                "spilled_layers": list(self._spilled), "spilled_bytes": spilled_bytes}
+        return {"resident_bytes": resident, "table_bytes": total_bytes, "spilled": bool(spilled),
+                "spilled_layers": spilled, "spilled_bytes": spilled_bytes,
+                "samples_per_image": None if samples is None else dict(samples)}
 
-    def _new_tables(self, layer: str, c: int) -> np.ndarray:
-        # neuron-major: tables[c, t] is neuron c's row of table t, so one neuron's rows of every table
-        # are contiguous (count_groups updates them together; cache- and page-friendly when spilled)
-        shape = (c, self.n_tables, self.bins)
-        if layer not in self._spilled:
-            return np.zeros(shape, dtype=np.uint32)
-        path = os.path.join(self._tmp_dir, f"{len(self._tables)}.u32")
-        return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint32, shape=shape)
+    def _spill_path(self, layer: str) -> Optional[str]:
+        """A new file name (without suffix) for a spilled layer's tables; None for a layer kept in memory."""
+        if layer not in self.memory["spilled_layers"]:
+            return None
+        if self._tmp_dir is None:
+            self._tmp_dir = tempfile.mkdtemp(prefix="vdna-stability-", dir=self._temp_dir)
+        self._spill_files += 1
+        return os.path.join(self._tmp_dir, f"{list(self.neurons_list).index(layer)}-{self._spill_files}")
+
+    def _ensure_tables(self, samples: Mapping[str, int]) -> None:
+        """Tables able to take images of ``samples`` per image ({layer: n}): the first call fixes the
+        memory plan and allocates every layer's tables; later calls widen a layer's 16-bit tables whose
+        bound no longer fits (images with more samples than before)."""
+        if not self._tables:
+            self.memory = self._plan_memory(samples, check_disk=True)
+            for layer, c in self.neurons_list.items():
+                s = int(samples[layer])
+                self._tables[layer] = LayerTables(c, self.bins, self._where(s), s, self._spill_path(layer))
+            return
+        for layer, s in samples.items():
+            old = self._tables[layer]
+            if int(s) <= old.samples:
+                continue
+            where = self._where(int(s))
+            if np.array_equal(where, old.where):
+                old.samples = int(s)
+                continue
+            self._tables[layer] = old.relaid(where, int(s), self._spill_path(layer) if old.spilled else None)
+            old.close()
+            LayerTables.remove_files(old.path)
+            self.memory["table_bytes"] = sum(t.nbytes for t in self._tables.values())
+            self.memory["samples_per_image"][layer] = int(s)
 
     def close(self) -> None:
         """Drop the accumulation state and delete its temporary files (if any)."""
+        for tables in self._tables.values():
+            tables.close()
         self._tables.clear()
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
@@ -289,11 +335,13 @@ class SubsetAccumulator:
             dup = idx[self._seen[idx]] if self._seen[idx].any() else idx
             raise ValueError(f"update: image {int(dup[0])} is given twice (each image must be added once)")
         groups = np.ascontiguousarray(self._table_of[idx])
+        if self._hists:  # samples per image and neuron: H x W (channels) or tokens
+            self._ensure_tables({layer: x.size // (n * self.neurons_list[layer]) for layer, x in arrays.items()})
         for layer, x in arrays.items():
             if self._hists:
                 t0 = time.perf_counter()
-                self._hists[layer].count_groups(x, groups, self._tables[layer], self._table_images[layer],
-                                                self._table_nans[layer])
+                self._tables[layer].count(self._hists[layer], x, groups, self._table_images[layer],
+                                          self._table_nans[layer])
                 self.timings["histogram counts"] += time.perf_counter() - t0
             if self._means:
                 t0 = time.perf_counter()
@@ -389,10 +437,12 @@ class SubsetAccumulator:
             return [self.repeats * self._stored]
         return list(range(len(self.sizes))) + [self.repeats * len(self.sizes)]
 
-    def _sum_tables(self, tables: np.ndarray, which: Sequence[int]) -> np.ndarray:
-        out = np.zeros((tables.shape[0], tables.shape[2]), dtype=np.int64)
-        for t in which:
-            out += tables[:, t]
+    def _sum_tables(self, layer: str, which: Sequence[int]) -> np.ndarray:
+        """(C, B) int64: the sum of a layer's tables ``which`` (zeros before the first update)."""
+        out = np.zeros((self.neurons_list[layer], self.bins), dtype=np.int64)
+        tables = self._tables.get(layer)
+        for t in which if tables is not None else ():
+            out += tables.row(t)
         return out
 
     def _histogram_values(self, ref: VDNA, values, full) -> None:
@@ -406,11 +456,11 @@ class SubsetAccumulator:
         for layer in layers:
             ref_counts = ref.data[layer]
             tables = self._tables[layer]
-            emd_full[layer] = float(_core.emd_many(ref_counts, [self._sum_tables(tables, self._full_tables())])[0])
+            emd_full[layer] = float(_core.emd_many(ref_counts, [self._sum_tables(layer, self._full_tables())])[0])
             for r in range(R):
                 running = np.zeros((self.neurons_list[layer], self.bins), dtype=np.int64)
                 for k in range(G):
-                    running += tables[:, r * G + k]
+                    running += tables.row(r * G + k)
                     emd[layer][r, k] = _core.emd_many(ref_counts, [running])[0]
                 if G < K:  # k = K-1: every image (table F)
                     emd[layer][r, K - 1] = emd_full[layer]
@@ -513,10 +563,9 @@ class SubsetAccumulator:
             tabs = self._full_tables() if r == -1 else self._subset_tables(r, k)
             n_img = int(sum(self._table_images[next(iter(self.neurons_list))][t] for t in tabs))
             for layer in self.neurons_list:
-                counts = np.zeros((self.neurons_list[layer], self.bins), dtype=np.int64)
+                counts = self._sum_tables(layer, tabs)
                 nans = np.zeros(self.neurons_list[layer], dtype=np.int64)
                 for t in tabs:
-                    counts += self._tables[layer][:, t]
                     nans += self._table_nans[layer][t]
                 acc._accs[layer].add_counts(counts, nans, n_img)
         else:

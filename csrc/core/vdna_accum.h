@@ -92,6 +92,18 @@ int vdna_hist_kernel_available(const char *name);
 vdna_status vdna_hist_count_groups(const vdna_hist *h, const vdna_array *x, const int64_t *groups, int64_t n_sets,
                                    uint32_t *tables, int64_t n_tables, int64_t *table_images, int64_t *table_nans);
 
+/* The same with tables of two widths: "wide" uint32 tables (n_neurons x n_wide x bins) and "narrow"
+ * uint16 ones (n_neurons x n_narrow x bins), both neuron-major; table t (0 <= t < n_tables, the
+ * indices of `groups`) is wide table where[t] when where[t] >= 0, narrow table -1 - where[t]
+ * otherwise; every wide and narrow table is used at most once. A narrow table takes at most
+ * (2^16 - 1) / (samples per image) images in all (checked like the wide bound, before anything
+ * changes): the caller picks narrow tables from the number of images they will ever hold.
+ * vdna_hist_count_groups is where = NULL, n_wide = n_tables, no narrow tables. */
+vdna_status vdna_hist_count_groups_mixed(const vdna_hist *h, const vdna_array *x, const int64_t *groups, int64_t n_sets,
+                                         int64_t n_tables, const int64_t *where, uint32_t *wide, int64_t n_wide,
+                                         uint16_t *narrow, int64_t n_narrow, int64_t *table_images,
+                                         int64_t *table_nans);
+
 /* ================================================================ per-neuron moments */
 typedef struct vdna_moments_s vdna_moments;
 

@@ -473,7 +473,8 @@ static PyArrayObject *inplace_array(PyObject *obj, int type, int ndim, const npy
     PyArrayObject *arr = (PyArrayObject *)obj;
     if (PyArray_TYPE(arr) != type || !PyArray_ISNOTSWAPPED(arr)) {
         PyErr_Format(PyExc_TypeError, "%s: %s must have dtype %s, got %S", ctx, what,
-                     type == NPY_UINT32 ? "uint32" : "int64", (PyObject *)PyArray_DESCR(arr));
+                     type == NPY_UINT32 ? "uint32" : type == NPY_UINT16 ? "uint16" : "int64",
+                     (PyObject *)PyArray_DESCR(arr));
         return NULL;
     }
     int bad = PyArray_NDIM(arr) != ndim;
@@ -499,19 +500,33 @@ static PyArrayObject *inplace_array(PyObject *obj, int type, int ndim, const npy
 }
 
 static PyObject *hist_count_groups(AccumObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"x", "groups", "tables", "table_images", "table_nans", NULL};
+    static char *kwlist[] = {"x", "groups", "tables", "table_images", "table_nans", "narrow", "where", NULL};
     const char *ctx = "HistAccumulator.count_groups";
-    PyObject *x_obj, *groups_obj, *tables_obj, *images_obj, *nans_obj;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:count_groups", kwlist, &x_obj, &groups_obj, &tables_obj,
-                                     &images_obj, &nans_obj))
+    PyObject *x_obj, *groups_obj, *tables_obj, *images_obj, *nans_obj, *narrow_obj = Py_None, *where_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO|OO:count_groups", kwlist, &x_obj, &groups_obj, &tables_obj,
+                                     &images_obj, &nans_obj, &narrow_obj, &where_obj))
         return NULL;
+    if ((narrow_obj == Py_None) != (where_obj == Py_None)) {
+        PyErr_Format(PyExc_ValueError, "%s: narrow and where go together (give both or neither)", ctx);
+        return NULL;
+    }
     const npy_intp C = C_OF(self), B = (npy_intp)vdna_hist_bins(self->state);
-    PyArrayObject *tables = NULL, *images = NULL, *nans = NULL, *groups = NULL, *keep = NULL;
+    PyArrayObject *tables = NULL, *narrow = NULL, *where = NULL, *images = NULL, *nans = NULL, *groups = NULL,
+                  *keep = NULL;
     vdna_array arr;
     npy_intp tshape[3] = {C, -1, B}; /* neuron-major: one neuron's rows of every table are contiguous */
     tables = inplace_array(tables_obj, NPY_UINT32, 3, tshape, ctx, "tables");
     if (tables == NULL) goto fail;
-    npy_intp T = PyArray_DIM(tables, 1), ishape[1] = {T}, nshape[2] = {T, C};
+    npy_intp T = PyArray_DIM(tables, 1);
+    if (narrow_obj != Py_None) {
+        narrow = inplace_array(narrow_obj, NPY_UINT16, 3, tshape, ctx, "narrow");
+        if (narrow == NULL) goto fail;
+        where = (PyArrayObject *)PyArray_FromAny(where_obj, PyArray_DescrFromType(NPY_INT64), 1, 1,
+                                                 NPY_ARRAY_CARRAY | NPY_ARRAY_FORCECAST, NULL);
+        if (where == NULL) goto fail;
+        T = PyArray_DIM(where, 0);
+    }
+    npy_intp ishape[1] = {T}, nshape[2] = {T, C};
     images = inplace_array(images_obj, NPY_INT64, 1, ishape, ctx, "table_images");
     if (images == NULL) goto fail;
     nans = inplace_array(nans_obj, NPY_INT64, 2, nshape, ctx, "table_nans");
@@ -540,12 +555,18 @@ static PyObject *hist_count_groups(AccumObject *self, PyObject *args, PyObject *
         const int64_t *pg = PyArray_DATA(groups);
         int64_t n_sets = (int64_t)PyArray_DIM(groups, 1);
         uint32_t *pt = PyArray_DATA(tables);
+        uint16_t *pnar = narrow ? PyArray_DATA(narrow) : NULL;
+        const int64_t *pw = where ? PyArray_DATA(where) : NULL;
+        const int64_t n_wide = (int64_t)PyArray_DIM(tables, 1), n_narrow = narrow ? (int64_t)PyArray_DIM(narrow, 1) : 0;
         int64_t *pi = PyArray_DATA(images), *pn = PyArray_DATA(nans);
         Py_BEGIN_ALLOW_THREADS
-        st = vdna_hist_count_groups(self->state, &arr, pg, n_sets, pt, (int64_t)T, pi, pn);
+        st = vdna_hist_count_groups_mixed(self->state, &arr, pg, n_sets, (int64_t)T, pw, pt, n_wide, pnar, n_narrow, pi,
+                                          pn);
         Py_END_ALLOW_THREADS
         release(self);
         Py_DECREF(tables);
+        Py_XDECREF(narrow);
+        Py_XDECREF(where);
         Py_DECREF(images);
         Py_DECREF(nans);
         Py_DECREF(groups);
@@ -555,6 +576,8 @@ static PyObject *hist_count_groups(AccumObject *self, PyObject *args, PyObject *
     }
 fail:
     Py_XDECREF(tables);
+    Py_XDECREF(narrow);
+    Py_XDECREF(where);
     Py_XDECREF(images);
     Py_XDECREF(nans);
     Py_XDECREF(groups);
@@ -569,7 +592,9 @@ static PyMethodDef hist_methods[] = {
     {"count_groups", (PyCFunction)(void (*)(void))hist_count_groups, METH_VARARGS | METH_KEYWORDS,
      "count_groups(x, groups, tables, table_images, table_nans): count image i of the batch x into the tables "
      "groups[i, s] (-1: none) with this accumulator's bins, in place (tables (C, T, B) uint32: neuron-major, "
-     "table t of neuron c is tables[c, t]; table_images (T,) and table_nans (T, C) int64). The accumulator itself is unchanged."},
+     "table t of neuron c is tables[c, t]; table_images (T,) and table_nans (T, C) int64). The accumulator itself is unchanged. "
+     "With narrow ((C, T16, B) uint16) and where ((T,) int64): table t is tables[:, where[t]] when where[t] >= 0, "
+     "narrow[:, -1 - where[t]] otherwise; a narrow table may hold at most (2^16 - 1) // samples-per-image images in all."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1233,6 +1233,105 @@ static void test_count_groups(int64_t N, int64_t C, int64_t S, int64_t B, int64_
     free(table_nans);
 }
 
+/* Tables of two widths (vdna_hist_count_groups_mixed): odd tables narrow (uint16), even ones wide, in
+ * reversed slot order, against the same reference sums; the 16-bit bound and bad `where` are rejected
+ * before anything changes. */
+static void test_count_groups_mixed(int64_t N, int64_t C, int64_t S, int64_t B, int64_t n_sets, int64_t T) {
+    double *x = malloc((size_t)(N * C * S) * sizeof *x);
+    double mins[64], maxs[64];
+    int64_t *groups = malloc((size_t)(N * n_sets) * sizeof *groups);
+    int64_t *rc = malloc((size_t)(C * B) * sizeof *rc), *rn = malloc((size_t)C * sizeof *rn);
+    int64_t *want = calloc((size_t)(T * C * B), sizeof *want), *want_images = calloc((size_t)T, sizeof *want_images);
+    int64_t where[64], n_wide = 0, n_narrow = 0;
+    for (int64_t t = T - 1; t >= 0; t--) where[t] = t % 2 ? -1 - n_narrow++ : n_wide++;
+    uint32_t *wide = calloc((size_t)(n_wide * C * B), sizeof *wide);
+    uint16_t *narrow = calloc((size_t)(n_narrow * C * B), sizeof *narrow);
+    int64_t *table_images = calloc((size_t)T, sizeof *table_images), *table_nans = calloc((size_t)(T * C), sizeof *table_nans);
+    CHECK(C <= 64 && T <= 64);
+    for (int64_t c = 0; c < C; c++) {
+        mins[c] = -1;
+        maxs[c] = 4;
+    }
+    for (int64_t i = 0; i < N * C * S; i++) x[i] = uniform() < 0.3 ? 0.0 : uniform() * 6 - 1.5;
+    for (int64_t i = 0; i < N * n_sets; i++) groups[i] = (int64_t)(uniform() * (double)(T + 1)) - 1;
+    for (int64_t n = 0; n < N; n++) {
+        ref_counts(x + n * C * S, 1, C, S, mins, maxs, B, rc, rn);
+        for (int64_t s = 0; s < n_sets; s++) {
+            const int64_t t = groups[n * n_sets + s];
+            if (t < 0) continue;
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t b = 0; b < B; b++) want[(c * T + t) * B + b] += rc[c * B + b];
+            want_images[t]++;
+        }
+    }
+    int64_t shape[3] = {N, C, S};
+    vdna_array arr = make_array(x, VDNA_F64, 3, shape);
+    vdna_hist *h = NULL;
+    CHECK_OK(vdna_hist_create(&h, C, B, mins, maxs, VDNA_LAYOUT_CHANNELS));
+    vdna_set_num_threads(3);
+    CHECK_OK(vdna_hist_count_groups_mixed(h, &arr, groups, n_sets, T, where, wide, n_wide, narrow, n_narrow,
+                                          table_images, table_nans));
+    vdna_set_num_threads(0);
+    int same = 1;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t b = 0; b < B; b++) {
+                const int64_t w = where[t];
+                const int64_t got = w >= 0 ? (int64_t)wide[(c * n_wide + w) * B + b]
+                                           : (int64_t)narrow[(c * n_narrow + (-1 - w)) * B + b];
+                same &= got == want[(c * T + t) * B + b];
+            }
+    CHECK(same);
+    CHECK(equal_i64(table_images, want_images, T));
+    /* a narrow table that could pass 2^16 - 1 (its images so far x S), a wide one at the 2^32 - 1 bound */
+    int64_t narrow_t = -1, wide_t = -1;
+    for (int64_t t = 0; t < T; t++) {
+        if (want_images[t] > 0 && where[t] < 0 && narrow_t < 0) narrow_t = t;
+        if (want_images[t] > 0 && where[t] >= 0 && wide_t < 0) wide_t = t;
+    }
+    CHECK(narrow_t >= 0 && wide_t >= 0);
+    const int64_t had = table_images[narrow_t];
+    table_images[narrow_t] = UINT16_MAX / S; /* + this batch's images: over the bound */
+    CHECK(vdna_hist_count_groups_mixed(h, &arr, groups, n_sets, T, where, wide, n_wide, narrow, n_narrow, table_images,
+                                       table_nans) == VDNA_ERR_ARG);
+    CHECK(strstr(vdna_last_error(), "16-bit") != NULL);
+    table_images[narrow_t] = UINT16_MAX / S - want_images[narrow_t]; /* exactly at the bound: accepted */
+    table_images[wide_t] = 0;
+    for (int64_t t = 0; t < T; t++)
+        if (t != narrow_t) table_images[t] = 0;
+    CHECK_OK(vdna_hist_count_groups_mixed(h, &arr, groups, n_sets, T, where, wide, n_wide, narrow, n_narrow,
+                                          table_images, table_nans));
+    table_images[narrow_t] = had;
+    /* bad `where`: out of range, a slot used twice; nothing changes */
+    memcpy(want_images, table_images, (size_t)T * sizeof *table_images);
+    const int64_t w0 = where[0];
+    where[0] = n_wide;
+    CHECK(vdna_hist_count_groups_mixed(h, &arr, groups, n_sets, T, where, wide, n_wide, narrow, n_narrow, table_images,
+                                       table_nans) == VDNA_ERR_ARG);
+    where[0] = -1 - n_narrow;
+    CHECK(vdna_hist_count_groups_mixed(h, &arr, groups, n_sets, T, where, wide, n_wide, narrow, n_narrow, table_images,
+                                       table_nans) == VDNA_ERR_ARG);
+    where[0] = where[1];
+    CHECK(vdna_hist_count_groups_mixed(h, &arr, groups, n_sets, T, where, wide, n_wide, narrow, n_narrow, table_images,
+                                       table_nans) == VDNA_ERR_ARG);
+    where[0] = w0;
+    CHECK(equal_i64(table_images, want_images, T));
+    /* without `where` every table must be wide */
+    CHECK(vdna_hist_count_groups_mixed(h, &arr, groups, n_sets, T, NULL, wide, n_wide, narrow, n_narrow, table_images,
+                                       table_nans) == VDNA_ERR_ARG);
+    vdna_hist_free(h);
+    free(x);
+    free(groups);
+    free(rc);
+    free(rn);
+    free(want);
+    free(want_images);
+    free(wide);
+    free(narrow);
+    free(table_images);
+    free(table_nans);
+}
+
 int main(void) {
     test_hist_hand_worked();
     test_hist_one_bin();
@@ -1274,6 +1373,8 @@ int main(void) {
     test_count_groups(9, 3, 17, 1000, 2, 4, 1);  /* float32, sparse bins */
     test_count_groups(4, 2, 5, 1, 1, 2, 0);      /* one bin */
     test_count_groups(8, 4, 300, 1000, 3, 5, 1); /* images on both sides of the dense/sparse switch */
+    test_count_groups_mixed(9, 5, 49, 1000, 3, 7);  /* sparse rows of both widths */
+    test_count_groups_mixed(6, 3, 300, 10, 2, 5);   /* dense rows of both widths */
     if (failures) {
         fprintf(stderr, "test_accum: %d failure(s)\n", failures);
         return 1;
