@@ -419,6 +419,27 @@ def test_image_mean_vectors_against_numpy():
     np.testing.assert_allclose(m2, means, rtol=0, atol=18 * np.finfo(float).eps)
 
 
+
+@pytest.mark.parametrize("n_images", [1, 3, 4, 5, 9])  # the core sums 4 images at a time: every remainder
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_image_means_are_sequential_float64_sums(n_images, dtype):
+    # The documented arithmetic: each image's mean is a float64 sum over its samples in sample order,
+    # divided by the sample count. Summing several images at once must not change a single bit.
+    from vdna._native import _core
+
+    x = (np.random.default_rng(n_images).standard_normal((n_images, 3, 7, 70)) * 1e3).astype(dtype)
+    x = x[:, :, :, ::2]  # non-contiguous; 7 x 35 = 245 samples, not a multiple of the core's 256-value blocks
+    want = np.empty((n_images, 3))
+    for n in range(n_images):
+        for c in range(3):
+            total = 0.0
+            for v in x[n, c].ravel().tolist():  # Python floats: float64, one addition after another
+                total += v
+            want[n, c] = total / x[n, c].size
+    means, _ = _core.image_mean_vectors(x, 3)
+    np.testing.assert_array_equal(means, want)
+
+
 # ---------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def proc():
