@@ -1,6 +1,6 @@
 /* subset.c: histogram counts of many subsets of a dataset from one pass (stability curves).
  *
- * Tables are uint32 ("wide") or, where the caller knows every count stays below 2^16, uint16
+ * Tables are uint32 ("wide") or, where the caller knows every count stays at most 2^16 - 1, uint16
  * ("narrow"): half the memory and half the bytes each batch streams through.
  *
  * Each (image, neuron) is binned once (vdna_hist_bin_block: the bins of vdna_hist_update) into a
@@ -202,8 +202,8 @@ vdna_status vdna_hist_count_groups_mixed(const vdna_hist *h, const vdna_array *x
         ok = scratch[j].slots != NULL && scratch[j].touched != NULL;
     }
     if (ok) {
-        groups_job job = {h,      &a,     C,      B,        groups,   n_sets,    n_jobs, n_tables,
-                          where,  wide,   n_wide, narrow,   n_narrow, table_nans, scratch};
+        groups_job job = {h,     &a,   C,      B,      groups,   n_sets,     n_jobs, n_tables,
+                          where, wide, n_wide, narrow, n_narrow, table_nans, scratch};
         st = vdna_parallel_for(n_jobs, 1, count_groups_jobs, &job);
     } else {
         st = vdna_fail(VDNA_ERR_NOMEM, "hist count_groups: cannot allocate the local histograms");
