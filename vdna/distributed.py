@@ -25,6 +25,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .dna import ACTIVATION_RANGES, GAUSSIAN, HISTOGRAM, LAYER_GAUSSIAN
+from .subset_tables import NARROW_MAX, WIDE_MAX
 
 
 @dataclass
@@ -245,8 +246,6 @@ def reduce_accumulator(accumulator, ctx: DistContext, dst: Optional[int] = None)
 
 # ---------------------------------------------------------------------------------- stability curves
 _CHUNK = 1 << 24  # table elements per collective (128 MiB as int64): bounds the extra memory of a reduction
-_UINT32_MAX = 2**32 - 1
-_UINT16_MAX = 2**16 - 1
 
 
 def subset_curve_over_ranks(acc, reference, ctx: DistContext, dst: Optional[int] = None):
@@ -346,7 +345,7 @@ def _reduce_subset_state(acc, ctx: DistContext, root: int) -> Optional[BaseExcep
             images = summed(acc._table_images[layer])
             nans = summed(acc._table_nans[layer])
             tables = acc._tables[layer]
-            for part, limit in ((tables.wide, _UINT32_MAX), (tables.narrow, _UINT16_MAX)):
+            for part, limit in ((tables.wide, WIDE_MAX), (tables.narrow, NARROW_MAX)):
                 flat = part.reshape(-1)
                 for s in range(0, flat.size, _CHUNK):
                     total = summed(flat[s:s + _CHUNK].astype(np.int64))

@@ -5,7 +5,7 @@ holds). Which images go to which table is fixed before the first image arrives (
 are drawn up front), so each table's final number of images is known; once the number of samples
 per image (positions of a feature map, tokens) is known too, a count can never exceed
 ``images x samples``. Tables whose bound fits 16 bits are stored as uint16 ("narrow"), the others as
-uint32 ("wide"): for ``rand_resnet50``, histogram-1000 and 10 sizes x 10 repeats that is 3.1 GB
+uint32 ("wide"): for ``rand_resnet50``, histogram-1000 and 10 sizes x 10 repeats that is 3.2 GB
 instead of 5.5 GB, and every batch streams through half the bytes for most tables.
 
 Storage is neuron-major per width, ``(neurons, tables of that width, bins)``, so one neuron's rows

@@ -1159,6 +1159,27 @@ static void test_readout_nulls(void) {
     vdna_ranges_free(r);
 }
 
+/* What count_groups must give: per table t, the sum of the reference counts (and NaN counts) of the
+ * images assigned to it; tables neuron-major (C, T, B). want_nans may be NULL. */
+static void expected_group_tables(const double *x, int64_t N, int64_t C, int64_t S, const double *mins,
+                                  const double *maxs, int64_t B, const int64_t *groups, int64_t n_sets, int64_t T,
+                                  int64_t *want, int64_t *want_nans, int64_t *want_images) {
+    int64_t *rc = malloc((size_t)(C * B) * sizeof *rc), *rn = malloc((size_t)C * sizeof *rn);
+    for (int64_t n = 0; n < N; n++) {
+        ref_counts(x + n * C * S, 1, C, S, mins, maxs, B, rc, rn);
+        for (int64_t s = 0; s < n_sets; s++) {
+            const int64_t t = groups[n * n_sets + s];
+            if (t < 0) continue;
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t b = 0; b < B; b++) want[(c * T + t) * B + b] += rc[c * B + b];
+            for (int64_t c = 0; want_nans != NULL && c < C; c++) want_nans[t * C + c] += rn[c];
+            want_images[t]++;
+        }
+    }
+    free(rc);
+    free(rn);
+}
+
 /* Subset tables (subset.c) against the reference binning, image by image: table t holds the sum of
  * the reference counts of the images assigned to it (an image may go to several tables, or none). */
 static void test_count_groups(int64_t N, int64_t C, int64_t S, int64_t B, int64_t n_sets, int64_t T, int f32) {
@@ -1166,7 +1187,6 @@ static void test_count_groups(int64_t N, int64_t C, int64_t S, int64_t B, int64_
     float *xf = malloc((size_t)(N * C * S) * sizeof *xf);
     double *mins = malloc((size_t)C * sizeof *mins), *maxs = malloc((size_t)C * sizeof *maxs);
     int64_t *groups = malloc((size_t)(N * n_sets) * sizeof *groups);
-    int64_t *rc = malloc((size_t)(C * B) * sizeof *rc), *rn = malloc((size_t)C * sizeof *rn);
     int64_t *want = calloc((size_t)(T * C * B), sizeof *want), *want_nans = calloc((size_t)(T * C), sizeof *want_nans);
     int64_t *want_images = calloc((size_t)T, sizeof *want_images);
     uint32_t *tables = malloc((size_t)(T * C * B) * sizeof *tables);
@@ -1182,17 +1202,7 @@ static void test_count_groups(int64_t N, int64_t C, int64_t S, int64_t B, int64_
         x[i] = xf[i]; /* the same values in both dtypes */
     }
     for (int64_t i = 0; i < N * n_sets; i++) groups[i] = (int64_t)(uniform() * (double)(T + 1)) - 1;
-    for (int64_t n = 0; n < N; n++) {
-        ref_counts(x + n * C * S, 1, C, S, mins, maxs, B, rc, rn);
-        for (int64_t s = 0; s < n_sets; s++) {
-            const int64_t t = groups[n * n_sets + s];
-            if (t < 0) continue;
-            for (int64_t c = 0; c < C; c++) /* neuron-major tables: (C, T, B) */
-                for (int64_t b = 0; b < B; b++) want[(c * T + t) * B + b] += rc[c * B + b];
-            for (int64_t c = 0; c < C; c++) want_nans[t * C + c] += rn[c];
-            want_images[t]++;
-        }
-    }
+    expected_group_tables(x, N, C, S, mins, maxs, B, groups, n_sets, T, want, want_nans, want_images);
     int64_t shape[3] = {N, C, S};
     vdna_array arr = make_array(f32 ? (const void *)xf : (const void *)x, f32 ? VDNA_F32 : VDNA_F64, 3, shape);
     for (int threads = 1; threads <= 3; threads += 2) {
@@ -1223,8 +1233,6 @@ static void test_count_groups(int64_t N, int64_t C, int64_t S, int64_t B, int64_
     free(mins);
     free(maxs);
     free(groups);
-    free(rc);
-    free(rn);
     free(want);
     free(want_nans);
     free(want_images);
@@ -1240,7 +1248,6 @@ static void test_count_groups_mixed(int64_t N, int64_t C, int64_t S, int64_t B, 
     double *x = malloc((size_t)(N * C * S) * sizeof *x);
     double mins[64], maxs[64];
     int64_t *groups = malloc((size_t)(N * n_sets) * sizeof *groups);
-    int64_t *rc = malloc((size_t)(C * B) * sizeof *rc), *rn = malloc((size_t)C * sizeof *rn);
     int64_t *want = calloc((size_t)(T * C * B), sizeof *want), *want_images = calloc((size_t)T, sizeof *want_images);
     int64_t where[64], n_wide = 0, n_narrow = 0;
     for (int64_t t = T - 1; t >= 0; t--) where[t] = t % 2 ? -1 - n_narrow++ : n_wide++;
@@ -1254,16 +1261,7 @@ static void test_count_groups_mixed(int64_t N, int64_t C, int64_t S, int64_t B, 
     }
     for (int64_t i = 0; i < N * C * S; i++) x[i] = uniform() < 0.3 ? 0.0 : uniform() * 6 - 1.5;
     for (int64_t i = 0; i < N * n_sets; i++) groups[i] = (int64_t)(uniform() * (double)(T + 1)) - 1;
-    for (int64_t n = 0; n < N; n++) {
-        ref_counts(x + n * C * S, 1, C, S, mins, maxs, B, rc, rn);
-        for (int64_t s = 0; s < n_sets; s++) {
-            const int64_t t = groups[n * n_sets + s];
-            if (t < 0) continue;
-            for (int64_t c = 0; c < C; c++)
-                for (int64_t b = 0; b < B; b++) want[(c * T + t) * B + b] += rc[c * B + b];
-            want_images[t]++;
-        }
-    }
+    expected_group_tables(x, N, C, S, mins, maxs, B, groups, n_sets, T, want, NULL, want_images);
     int64_t shape[3] = {N, C, S};
     vdna_array arr = make_array(x, VDNA_F64, 3, shape);
     vdna_hist *h = NULL;
@@ -1322,8 +1320,6 @@ static void test_count_groups_mixed(int64_t N, int64_t C, int64_t S, int64_t B, 
     vdna_hist_free(h);
     free(x);
     free(groups);
-    free(rc);
-    free(rn);
     free(want);
     free(want_images);
     free(wide);
