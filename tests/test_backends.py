@@ -131,6 +131,26 @@ def test_forward_hands_views_without_copy(backends):
     assert out["tokens"].strides == (4 * 5 * 9, 4, 4 * 9)
 
 
+@pytest.mark.parametrize("which", ["libtorch", "eager"])
+def test_cpu_forward_runs_in_heap_forward_scope(backends, which, monkeypatch):
+    # vdna/heap.py: the network's allocations on the CPU come from the reused heap (tests/test_heap.py)
+    import contextlib
+
+    from vdna import heap
+
+    entered = []
+
+    @contextlib.contextmanager
+    def scope():
+        entered.append(which)
+        yield
+
+    monkeypatch.setattr(heap, "forward_scope", scope)
+    backend = backends[0] if which == "libtorch" else backends[1]
+    backend.forward(images(2, 3))
+    assert entered == [which]
+
+
 def test_forward_rejects_bad_batches(backends):
     for b in backends:
         with pytest.raises(ValueError, match=r"\(N>=1, 3, H, W\)"):

@@ -593,7 +593,9 @@ def attribute_dnas(images, attributes, feat_extractor_name: str,
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc=f"vdna attribute DNAs ({feat_extractor_name})", unit="batch")
-    with torch.no_grad():
+    from . import heap
+
+    with torch.no_grad(), heap.pass_scope():  # freed activations stay in the heap for the next batch
         for s in starts:
             batch = _as_pixel_batch([images[i] for i in range(s, min(n, s + int(batch_size)))], info.input_size, torch)
             acts = {l: x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)

@@ -428,6 +428,15 @@ def source_batches(src, info, batch_size, num_workers, crop, resize_mode, seed, 
                    desc=None, start=0, stop=None):
     """The batches of an ImageSource at ``info.input_size`` (see ``vdna.sources.iter_batches``), with a
     progress bar over images (read or skipped) when ``verbose``."""
+    from . import heap
+
+    with heap.pass_scope():  # freed activations stay in the heap for the next batch (vdna/heap.py)
+        yield from _source_batches(src, info, batch_size, num_workers, crop, resize_mode, seed, strict, verbose,
+                                   allocate, desc, start, stop)
+
+
+def _source_batches(src, info, batch_size, num_workers, crop, resize_mode, seed, strict, verbose, allocate, desc,
+                    start, stop):
     from .sources import iter_batches
     from .sources.shards import TarShards, iter_shard_batches
 

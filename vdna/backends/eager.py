@@ -6,6 +6,7 @@ import contextlib
 import copy
 from typing import Dict, Iterable
 
+from .. import heap
 from .base import Backend, DeviceAccumulators, check_batch, normalise_amp_dtype, pin_device, tf32_policy
 from .device_accum import LayerSpec, TorchDeviceAccumulators
 
@@ -55,7 +56,9 @@ class EagerBackend(Backend):
         import torch
 
         out = {}
-        for layer, t in self.run_on_device(batch).items():
+        with heap.forward_scope() if self.device.type == "cpu" else contextlib.nullcontext():
+            activations = self.run_on_device(batch)  # on the CPU: in reused heap memory (vdna/heap.py)
+        for layer, t in activations.items():
             if t.dtype not in (torch.float16, torch.float32, torch.float64):
                 t = t.to(torch.float32)
             out[layer] = t.detach().cpu()

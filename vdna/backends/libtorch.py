@@ -3,6 +3,7 @@
 ``import torch`` comes first, so the shim's libtorch dependencies resolve to the libraries torch
 already loaded and one libtorch serves the whole process.
 """
+import contextlib
 import ctypes
 import os
 import threading
@@ -12,6 +13,7 @@ from typing import Dict, Iterable, Optional
 
 import numpy as np
 
+from .. import heap
 from .base import Backend, DeviceAccumulators, check_batch, normalise_amp_dtype, pin_device
 from .build import build_shim
 from .device_accum import LayerSpec, LayerState
@@ -342,7 +344,8 @@ class LibTorchBackend(Backend):
         of this backend from any thread: threads sharing a backend must serialise forward and the
         use of its results themselves)."""
         with self.model.lock:
-            self.model.run(batch, self.device)
+            with heap.forward_scope() if self.device.type == "cpu" else contextlib.nullcontext():
+                self.model.run(batch, self.device)  # on the CPU: in reused heap memory (vdna/heap.py)
             return self.model.outputs()
 
     def device_accumulators(self, specs: Iterable[LayerSpec]) -> ShimDeviceAccumulators:
