@@ -585,3 +585,59 @@ def test_tables_widen_when_images_bring_more_samples(setup, tmp_path, spill):
             np.testing.assert_array_equal(sub.data[layer], direct.data[layer])
     sa.close()
     assert not any(tmp_path.iterdir())
+
+
+def test_widened_tables_that_no_longer_fit_go_to_a_file(setup, tmp_path):
+    # the memory plan is made at the first batch; a layer kept in memory whose tables widen later is
+    # moved to a memory-mapped file when the wider tables would exceed max_memory (counts stay exact)
+    acts, _, _, _ = setup
+    rng = np.random.default_rng(4)
+    small = {"a": rng.standard_normal((N, 3, 2, 2)).astype(np.float32), "b": acts["b"]}
+    sa = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
+                           activation_ranges=RANGES, layouts=LAYOUTS, max_memory=2**30, temp_dir=str(tmp_path))
+    sa._narrow_max = 100
+    first, second = np.arange(0, N, 2), np.arange(1, N, 2)
+    sa.update({k: v[first] for k, v in small.items()}, indices=first)
+    assert sa.memory["spilled_layers"] == []
+    sa.max_memory = sa.memory["resident_bytes"] + sa.memory["table_bytes"]  # everything fits, exactly
+    before = sa._tables["a"].nbytes
+    sa.update({k: v[second] for k, v in acts.items()}, indices=second)
+    assert sa._tables["a"].nbytes > before  # widened ...
+    assert sa._tables["a"].spilled and not sa._tables["b"].spilled  # ... into a file; "b" did not change
+    assert sa.memory["spilled_layers"] == ["a"] and sa.memory["spilled"]
+    assert sa.memory["spilled_bytes"] == sa._tables["a"].nbytes
+    assert sa.memory["table_bytes"] == sa._tables["a"].nbytes + sa._tables["b"].nbytes
+    for r, k in [(0, 0), (2, 1), (3, 2)]:
+        idx = sa.permutations[r, : sa.sizes[k]]
+        acc = vdna.Accumulator("histogram-16", NL, activation_ranges=RANGES, layouts=LAYOUTS)
+        for part, data in ((first, small), (second, acts)):
+            sel = np.intersect1d(idx, part)
+            if len(sel):
+                acc.update({k2: v[sel] for k2, v in data.items()})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            direct = acc.compute()
+        sub = sa.subset_dna(r, k)
+        for layer in NL:
+            np.testing.assert_array_equal(sub.data[layer], direct.data[layer])
+    sa.close()
+    assert not any(tmp_path.iterdir())
+
+
+def test_widened_tables_stay_in_memory_with_a_warning_when_the_disk_is_full(setup, tmp_path, monkeypatch):
+    acts, _, _, _ = setup
+    rng = np.random.default_rng(4)
+    small = {"a": rng.standard_normal((N, 3, 2, 2)).astype(np.float32), "b": acts["b"]}
+    sa = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
+                           activation_ranges=RANGES, layouts=LAYOUTS, max_memory=2**30, temp_dir=str(tmp_path))
+    sa._narrow_max = 100
+    first, second = np.arange(0, N, 2), np.arange(1, N, 2)
+    sa.update({k: v[first] for k, v in small.items()}, indices=first)
+    sa.max_memory = sa.memory["resident_bytes"] + sa.memory["table_bytes"]
+    import shutil as shutil_mod
+
+    monkeypatch.setattr(shutil_mod, "disk_usage", lambda path: shutil_mod._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.warns(ResourceWarning, match="layer 'a' needs wider tables.*stay in memory beyond max_memory"):
+        sa.update({k: v[second] for k, v in acts.items()}, indices=second)
+    assert not sa._tables["a"].spilled and sa.memory["spilled_layers"] == []
+    sa.close()

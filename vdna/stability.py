@@ -279,11 +279,41 @@ class SubsetAccumulator:
             if np.array_equal(where, old.where):
                 old.samples = int(s)
                 continue
-            self._tables[layer] = old.relaid(where, int(s), self._spill_path(layer) if old.spilled else None)
+            if not old.spilled and not self._widened_layer_fits(layer, where):
+                self._spill_widened(layer, where)
+            self._tables[layer] = old.relaid(where, int(s), self._spill_path(layer) if (
+                layer in self.memory["spilled_layers"]) else None)
             old.close()
             LayerTables.remove_files(old.path)
             self.memory["table_bytes"] = sum(t.nbytes for t in self._tables.values())
+            self.memory["spilled_bytes"] = sum(t.nbytes for t in self._tables.values() if t.spilled)
             self.memory["samples_per_image"][layer] = int(s)
+
+    def _widened_layer_fits(self, layer: str, where: np.ndarray) -> bool:
+        """Whether ``layer``'s tables in the wider layout ``where`` still fit in memory next to the
+        resident state and the other layers kept in memory (the memory plan's rule)."""
+        others = sum(t.nbytes for name, t in self._tables.items() if name != layer and not t.spilled)
+        need = table_bytes(self.neurons_list[layer], self.bins, where)
+        return self.memory["resident_bytes"] + others + need <= self.max_memory
+
+    def _spill_widened(self, layer: str, where: np.ndarray) -> None:
+        """Move a widening layer to a memory-mapped file, as the plan would have (the images brought
+        more samples than the first batch); if the temporary folder cannot take it either, keep it in
+        memory beyond max_memory with a warning rather than lose the pass."""
+        need = table_bytes(self.neurons_list[layer], self.bins, where)
+        folder = self._temp_dir if self._temp_dir is not None else tempfile.gettempdir()
+        free = shutil.disk_usage(folder).free
+        if need > free:
+            import warnings
+
+            warnings.warn(f"stability: layer '{layer}' needs wider tables ({_gib(need)}) for images with more values "
+                          f"per neuron than the first batch; they exceed max_memory={_gib(self.max_memory)} and the "
+                          f"{_gib(free)} free in {folder}, so they stay in memory beyond max_memory",
+                          ResourceWarning, stacklevel=4)
+            return
+        order = list(self.neurons_list)
+        self.memory["spilled_layers"] = sorted(self.memory["spilled_layers"] + [layer], key=order.index)
+        self.memory["spilled"] = True
 
     def close(self) -> None:
         """Drop the accumulation state and delete its temporary files (if any)."""
