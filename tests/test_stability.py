@@ -549,40 +549,51 @@ def test_a_16_bit_table_holds_counts_up_to_its_bound():
     assert sa.subset_dna(0, 0).data["l"].max() == 65535 and sa.subset_dna(0, 1).data["l"].max() == 131070
 
 
-@pytest.mark.parametrize("spill", [False, True])
-def test_tables_widen_when_images_bring_more_samples(setup, tmp_path, spill):
-    # _narrow_max 100: with 2x2 maps (4 samples) a table of up to 25 images is 16-bit, with 4x3 maps
-    # (12 samples) one of up to 8; a second batch of larger maps widens those tables, counts stay exact
+def _widening_run(setup, tmp_path, max_memory):
+    """A SubsetAccumulator (_narrow_max 100: with 2x2 maps, 4 samples, a table of up to 25 images is
+    16-bit; with 4x3 maps, 12 samples, one of up to 8) fed the even images with 2x2 maps in layer "a";
+    returns it, the odd images' indices and activations (4x3 maps: a second batch that widens tables),
+    and a function that checks subsets against make_vdna-style accumulation of exactly their images."""
     acts, _, _, _ = setup
     rng = np.random.default_rng(4)
     small = {"a": rng.standard_normal((N, 3, 2, 2)).astype(np.float32), "b": acts["b"]}
     sa = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
-                           activation_ranges=RANGES, layouts=LAYOUTS, max_memory=1300 if spill else 2**30,
-                           temp_dir=str(tmp_path))
+                           activation_ranges=RANGES, layouts=LAYOUTS, max_memory=max_memory, temp_dir=str(tmp_path))
     sa._narrow_max = 100
     first, second = np.arange(0, N, 2), np.arange(1, N, 2)
     sa.update({k: v[first] for k, v in small.items()}, indices=first)
+
+    def check_against_brute_force(cells):
+        for r, k in cells:
+            idx = sa.permutations[r, : sa.sizes[k]]
+            acc = vdna.Accumulator("histogram-16", NL, activation_ranges=RANGES, layouts=LAYOUTS)
+            for part, data in ((first, small), (second, acts)):
+                sel = np.intersect1d(idx, part)
+                if len(sel):
+                    acc.update({k2: v[sel] for k2, v in data.items()})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                direct = acc.compute()
+            sub = sa.subset_dna(r, k)
+            for layer in NL:
+                np.testing.assert_array_equal(sub.data[layer], direct.data[layer])
+
+    return sa, second, {k: v[second] for k, v in acts.items()}, check_against_brute_force
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_tables_widen_when_images_bring_more_samples(setup, tmp_path, spill):
+    # a second batch of larger maps widens some of layer "a"'s 16-bit tables; counts stay exact
+    sa, second, larger, check = _widening_run(setup, tmp_path, 1300 if spill else 2**30)
     before = sa._tables["a"].where.copy()
-    sa.update({k: v[second] for k, v in acts.items()}, indices=second)
+    sa.update(larger, indices=second)
     after = sa._tables["a"].where
     assert (before < 0).sum() > (after < 0).sum() > 0  # some tables widened, some stay 16-bit
     assert sa.memory["samples_per_image"] == {"a": 12, "b": 6}
     assert sa._tables["a"].spilled == spill
     if spill:  # the old layout's files are gone: one .u32 and one .u16 file per layer
         assert len(list(next(tmp_path.iterdir()).iterdir())) == 4
-    for r, k in [(0, 0), (1, 1), (3, 2)]:
-        idx = sa.permutations[r, : sa.sizes[k]]
-        acc = vdna.Accumulator("histogram-16", NL, activation_ranges=RANGES, layouts=LAYOUTS)
-        for part, data in ((first, small), (second, acts)):
-            sel = np.intersect1d(idx, part)
-            if len(sel):
-                acc.update({k2: v[sel] for k2, v in data.items()})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            direct = acc.compute()
-        sub = sa.subset_dna(r, k)
-        for layer in NL:
-            np.testing.assert_array_equal(sub.data[layer], direct.data[layer])
+    check([(0, 0), (1, 1), (3, 2)])
     sa.close()
     assert not any(tmp_path.iterdir())
 
@@ -590,54 +601,29 @@ def test_tables_widen_when_images_bring_more_samples(setup, tmp_path, spill):
 def test_widened_tables_that_no_longer_fit_go_to_a_file(setup, tmp_path):
     # the memory plan is made at the first batch; a layer kept in memory whose tables widen later is
     # moved to a memory-mapped file when the wider tables would exceed max_memory (counts stay exact)
-    acts, _, _, _ = setup
-    rng = np.random.default_rng(4)
-    small = {"a": rng.standard_normal((N, 3, 2, 2)).astype(np.float32), "b": acts["b"]}
-    sa = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
-                           activation_ranges=RANGES, layouts=LAYOUTS, max_memory=2**30, temp_dir=str(tmp_path))
-    sa._narrow_max = 100
-    first, second = np.arange(0, N, 2), np.arange(1, N, 2)
-    sa.update({k: v[first] for k, v in small.items()}, indices=first)
+    sa, second, larger, check = _widening_run(setup, tmp_path, 2**30)
     assert sa.memory["spilled_layers"] == []
     sa.max_memory = sa.memory["resident_bytes"] + sa.memory["table_bytes"]  # everything fits, exactly
     before = sa._tables["a"].nbytes
-    sa.update({k: v[second] for k, v in acts.items()}, indices=second)
+    sa.update(larger, indices=second)
     assert sa._tables["a"].nbytes > before  # widened ...
     assert sa._tables["a"].spilled and not sa._tables["b"].spilled  # ... into a file; "b" did not change
     assert sa.memory["spilled_layers"] == ["a"] and sa.memory["spilled"]
     assert sa.memory["spilled_bytes"] == sa._tables["a"].nbytes
     assert sa.memory["table_bytes"] == sa._tables["a"].nbytes + sa._tables["b"].nbytes
-    for r, k in [(0, 0), (2, 1), (3, 2)]:
-        idx = sa.permutations[r, : sa.sizes[k]]
-        acc = vdna.Accumulator("histogram-16", NL, activation_ranges=RANGES, layouts=LAYOUTS)
-        for part, data in ((first, small), (second, acts)):
-            sel = np.intersect1d(idx, part)
-            if len(sel):
-                acc.update({k2: v[sel] for k2, v in data.items()})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            direct = acc.compute()
-        sub = sa.subset_dna(r, k)
-        for layer in NL:
-            np.testing.assert_array_equal(sub.data[layer], direct.data[layer])
+    check([(0, 0), (2, 1), (3, 2)])
     sa.close()
     assert not any(tmp_path.iterdir())
 
 
 def test_widened_tables_stay_in_memory_with_a_warning_when_the_disk_is_full(setup, tmp_path, monkeypatch):
-    acts, _, _, _ = setup
-    rng = np.random.default_rng(4)
-    small = {"a": rng.standard_normal((N, 3, 2, 2)).astype(np.float32), "b": acts["b"]}
-    sa = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
-                           activation_ranges=RANGES, layouts=LAYOUTS, max_memory=2**30, temp_dir=str(tmp_path))
-    sa._narrow_max = 100
-    first, second = np.arange(0, N, 2), np.arange(1, N, 2)
-    sa.update({k: v[first] for k, v in small.items()}, indices=first)
+    sa, second, larger, check = _widening_run(setup, tmp_path, 2**30)
     sa.max_memory = sa.memory["resident_bytes"] + sa.memory["table_bytes"]
     import shutil as shutil_mod
 
     monkeypatch.setattr(shutil_mod, "disk_usage", lambda path: shutil_mod._ntuple_diskusage(10**9, 10**9, 0))
     with pytest.warns(ResourceWarning, match="layer 'a' needs wider tables.*stay in memory beyond max_memory"):
-        sa.update({k: v[second] for k, v in acts.items()}, indices=second)
+        sa.update(larger, indices=second)
     assert not sa._tables["a"].spilled and sa.memory["spilled_layers"] == []
+    check([(1, 0), (3, 2)])
     sa.close()
