@@ -603,7 +603,9 @@ def test_widened_tables_that_no_longer_fit_go_to_a_file(setup, tmp_path):
     # moved to a memory-mapped file when the wider tables would exceed max_memory (counts stay exact)
     sa, second, larger, check = _widening_run(setup, tmp_path, 2**30)
     assert sa.memory["spilled_layers"] == []
-    sa.max_memory = sa.memory["resident_bytes"] + sa.memory["table_bytes"]  # everything fits, exactly
+    assert sa.memory["buffer_bytes"] > 0  # the small-map buffer holds the first images, too
+    # everything fits, exactly
+    sa.max_memory = sa.memory["resident_bytes"] + sa.memory["buffer_bytes"] + sa.memory["table_bytes"]
     before = sa._tables["a"].nbytes
     sa.update(larger, indices=second)
     assert sa._tables["a"].nbytes > before  # widened ...
@@ -618,7 +620,7 @@ def test_widened_tables_that_no_longer_fit_go_to_a_file(setup, tmp_path):
 
 def test_widened_tables_stay_in_memory_with_a_warning_when_the_disk_is_full(setup, tmp_path, monkeypatch):
     sa, second, larger, check = _widening_run(setup, tmp_path, 2**30)
-    sa.max_memory = sa.memory["resident_bytes"] + sa.memory["table_bytes"]
+    sa.max_memory = sa.memory["resident_bytes"] + sa.memory["buffer_bytes"] + sa.memory["table_bytes"]
     import shutil as shutil_mod
 
     monkeypatch.setattr(shutil_mod, "disk_usage", lambda path: shutil_mod._ntuple_diskusage(10**9, 10**9, 0))
@@ -627,3 +629,64 @@ def test_widened_tables_stay_in_memory_with_a_warning_when_the_disk_is_full(setu
     assert not sa._tables["a"].spilled and sa.memory["spilled_layers"] == []
     check([(1, 0), (3, 2)])
     sa.close()
+
+
+# ------------------------------------------------------------------ small-map layers counted in larger calls
+def _counts(sa):
+    return {l: [np.array(sa._tables[l].row(t), dtype=np.int64) for t in range(sa.n_tables)] for l in sa.neurons_list}
+
+
+def test_small_map_layers_are_buffered_and_counted_exactly():
+    # layer "a": 17 x 17 = 289 samples per image, counted batch by batch; layer "b": tokens, at most 256
+    # samples, buffered and counted 64 images per call (a full buffer, a batch that does not fit, a
+    # change of token count, and the read-out flush). Tables equal one all-at-once update's.
+    from vdna import stability as st
+
+    n = 150
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((n, 3, 17, 17)).astype(np.float32)
+    b6, b4 = rng.standard_normal((n, 6, 5)), rng.standard_normal((n, 4, 5))
+    kw = dict(sizes=[10, 40, 100], repeats=3, seed=2, distributions=("histogram-16",), activation_ranges=RANGES,
+              layouts=LAYOUTS)
+    sa = SubsetAccumulator(NL, n, **kw)
+    cuts = [0, 30, 80, 100, 120, 150]  # 30 + 50 > 64: flush first; 80..100 with 4 tokens: flush, new buffer
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        b = b4 if lo == 80 else b6
+        sa.update({"a": a[lo:hi], "b": b[lo:hi]}, indices=np.arange(lo, hi))
+    assert sa._defer_layers == ["b"] and sa.memory["buffer_bytes"] == st._DEFER_IMAGES * 6 * 5 * 8
+    assert sa._pending_n > 0  # images still buffered: the read-out counts them first
+    direct = SubsetAccumulator(NL, n, **kw)  # reference: tables from calls that bypass the buffer
+    direct.update({"a": a[:80], "b": b6[:80]}, indices=np.arange(80))  # >= 64 images: counted at once
+    assert direct._pending_n == 0
+    direct._defer_layers = []  # (the first update chose them)
+    direct.update({"a": a[80:100], "b": b4[80:100]}, indices=np.arange(80, 100))
+    direct.update({"a": a[100:], "b": b6[100:]}, indices=np.arange(100, n))
+    for r, k in [(0, 0), (1, 2), (2, 1)]:
+        sub, want = sa.subset_dna(r, k), direct.subset_dna(r, k)
+        for layer in NL:
+            np.testing.assert_array_equal(sub.data[layer], want.data[layer])
+    assert sa._pending_n == 0
+    got, want = _counts(sa), _counts(direct)
+    for layer in NL:
+        for t in range(sa.n_tables):
+            np.testing.assert_array_equal(got[layer][t], want[layer][t])
+    for layer in NL:
+        np.testing.assert_array_equal(sa._table_images[layer], direct._table_images[layer])
+    assert direct._pending_n == 0 and not direct._pending
+
+
+def test_no_buffer_when_it_would_push_tables_to_disk(tmp_path):
+    # tables that just fit max_memory next to the resident state: the buffer would spill one, so
+    # every batch is counted as it comes
+    from vdna import stability as st
+
+    sa = SubsetAccumulator(NL, N, sizes=[4, 9, 20], repeats=4, seed=3, distributions=("histogram-16",),
+                           activation_ranges=RANGES, layouts=LAYOUTS, temp_dir=str(tmp_path))
+    acts = _acts(N)
+    samples = {"a": 12, "b": 6}
+    fit = sa._plan_memory(samples, check_disk=False)
+    sa.max_memory = fit["resident_bytes"] + fit["table_bytes"]
+    sa.update({k: v[:5] for k, v in acts.items()}, indices=np.arange(5))
+    assert sa._defer_layers == [] and sa.memory["buffer_bytes"] == 0 and not sa.memory["spilled"]
+    assert sa._pending_n == 0 and sa._table_images["a"].sum() > 0  # counted at once
+    assert st._DEFER_SAMPLES >= 12

@@ -314,6 +314,7 @@ def _reduce_subset_state(acc, ctx: DistContext, root: int) -> Optional[BaseExcep
     def tensor(a):
         return torch.from_numpy(np.ascontiguousarray(a)).to(ctx.device)
 
+    acc._flush()  # buffered activations of small-map layers into the tables
     seen = tensor(acc._seen.astype(np.int64))
     dist.all_reduce(seen, op=dist.ReduceOp.SUM, group=ctx.group)
     seen = seen.cpu().numpy()

@@ -39,6 +39,11 @@ DEFAULT_DISTRIBUTIONS = ("histogram-1000", "layer-gaussian")
 DEFAULT_MAX_MEMORY = 4 * 2**30
 _STAGES = ("histogram counts", "mean vectors", "emd read-out", "gaussian read-out")
 _FORMAT = "vdna-stability-curve"
+# Layers with at most _DEFER_SAMPLES samples per image and neuron (small feature maps) are counted
+# _DEFER_IMAGES images per core call: a call streams through most of a neuron's table rows whatever
+# the number of images, so small batches of such layers cost mostly memory traffic.
+_DEFER_SAMPLES = 256
+_DEFER_IMAGES = 64
 _VERSION = 1
 
 
@@ -165,6 +170,10 @@ class SubsetAccumulator:
         self.activation_ranges = None
         self._hists: Dict[str, object] = {}
         self._tables: Dict[str, LayerTables] = {}  # allocated by the first update
+        self._defer_layers: List[str] = []  # small-map layers counted _DEFER_IMAGES images at a time
+        self._pending: Dict[str, np.ndarray] = {}  # their buffered activations
+        self._pending_groups = np.empty((_DEFER_IMAGES, self._table_of.shape[1]), dtype=np.int64)
+        self._pending_n = 0
         self._table_images: Dict[str, np.ndarray] = {}
         self._table_nans: Dict[str, np.ndarray] = {}
         self._means: Dict[str, np.ndarray] = {}
@@ -200,10 +209,10 @@ class SubsetAccumulator:
     def _where(self, samples: Optional[int]) -> np.ndarray:
         return table_where(self._table_total, samples, self._narrow_max)
 
-    def _plan_memory(self, samples: Optional[Mapping[str, int]], check_disk: bool) -> dict:
+    def _plan_memory(self, samples: Optional[Mapping[str, int]], check_disk: bool, reserve: int = 0) -> dict:
         """The memory plan for tables laid out for ``samples`` per image ({layer: n}; None: every table
-        32-bit). ValueError when the resident state does not fit ``max_memory`` or (``check_disk``) the
-        spilled tables do not fit the temporary folder."""
+        32-bit), with ``reserve`` bytes kept for buffered activations. ValueError when the resident state
+        does not fit ``max_memory`` or (``check_disk``) the spilled tables do not fit the temporary folder."""
         total_c = sum(self.neurons_list.values())
         max_c = max(self.neurons_list.values())
         resident = 0
@@ -228,7 +237,7 @@ class SubsetAccumulator:
         if self._hist_name is not None:
             per_layer = {l: table_bytes(c, int(bins), self._where(None if samples is None else samples[l]))
                          for l, c in self.neurons_list.items()}
-            room = self.max_memory - resident
+            room = self.max_memory - resident - reserve
             for layer in sorted(per_layer, key=lambda l: -per_layer[l]):  # stable: network order on ties
                 if per_layer[layer] <= room:
                     room -= per_layer[layer]
@@ -250,7 +259,7 @@ class SubsetAccumulator:
                 )
         return {"resident_bytes": resident, "table_bytes": total_bytes, "spilled": bool(spilled),
                 "spilled_layers": spilled, "spilled_bytes": spilled_bytes,
-                "samples_per_image": None if samples is None else dict(samples)}
+                "samples_per_image": None if samples is None else dict(samples), "buffer_bytes": reserve}
 
     def _spill_path(self, layer: str) -> Optional[str]:
         """A new file name (without suffix) for a spilled layer's tables; None for a layer kept in memory."""
@@ -261,12 +270,25 @@ class SubsetAccumulator:
         self._spill_files += 1
         return os.path.join(self._tmp_dir, f"{list(self.neurons_list).index(layer)}-{self._spill_files}")
 
-    def _ensure_tables(self, samples: Mapping[str, int]) -> None:
+    def _ensure_tables(self, samples: Mapping[str, int], image_bytes: Optional[Mapping[str, int]] = None) -> None:
         """Tables able to take images of ``samples`` per image ({layer: n}): the first call fixes the
         memory plan and allocates every layer's tables; later calls widen a layer's 16-bit tables whose
-        bound no longer fits (images with more samples than before)."""
+        bound no longer fits (images with more samples than before). ``image_bytes`` ({layer: bytes of one
+        image's activations}, first call only): the small-map layers' activations are buffered and
+        counted _DEFER_IMAGES at a time if that buffer fits without spilling more tables."""
         if not self._tables:
-            self.memory = self._plan_memory(samples, check_disk=True)
+            plan = self._plan_memory(samples, check_disk=False)
+            self._defer_layers = [l for l in self.neurons_list if samples[l] <= _DEFER_SAMPLES]
+            reserve = _DEFER_IMAGES * sum((image_bytes or {}).get(l, 0) for l in self._defer_layers)
+            if reserve and self._defer_layers:
+                with_buffer = self._plan_memory(samples, check_disk=False, reserve=reserve)
+                if with_buffer["spilled_bytes"] <= plan["spilled_bytes"]:
+                    plan = with_buffer
+                else:  # the buffer would push tables to disk: count every batch as it comes
+                    self._defer_layers = []
+            else:
+                self._defer_layers = []
+            self.memory = self._plan_memory(samples, check_disk=True, reserve=plan["buffer_bytes"])
             for layer, c in self.neurons_list.items():
                 s = int(samples[layer])
                 self._tables[layer] = LayerTables(c, self.bins, self._where(s), s, self._spill_path(layer))
@@ -291,10 +313,10 @@ class SubsetAccumulator:
 
     def _widened_layer_fits(self, layer: str, where: np.ndarray) -> bool:
         """Whether ``layer``'s tables in the wider layout ``where`` still fit in memory next to the
-        resident state and the other layers kept in memory (the memory plan's rule)."""
+        resident state, the small-map buffer and the other layers kept in memory (the plan's rule)."""
         others = sum(t.nbytes for name, t in self._tables.items() if name != layer and not t.spilled)
         need = table_bytes(self.neurons_list[layer], self.bins, where)
-        return self.memory["resident_bytes"] + others + need <= self.max_memory
+        return self.memory["resident_bytes"] + self.memory["buffer_bytes"] + others + need <= self.max_memory
 
     def _spill_widened(self, layer: str, where: np.ndarray) -> None:
         """Move a widening layer to a memory-mapped file, as the plan would have (the images brought
@@ -315,8 +337,47 @@ class SubsetAccumulator:
         self.memory["spilled_layers"] = sorted(self.memory["spilled_layers"] + [layer], key=order.index)
         self.memory["spilled"] = True
 
+    def _buffer(self, arrays: Dict[str, np.ndarray], groups: np.ndarray) -> Dict[str, np.ndarray]:
+        """Keep a copy of the small-map layers' activations of this batch for a later, larger
+        count_groups call; returns the layers to count now."""
+        n = groups.shape[0]
+        small = [l for l in self._defer_layers if l in arrays]
+        if not small or n >= _DEFER_IMAGES:
+            return arrays
+        pend = self._pending
+        fits = (self._pending_n + n <= _DEFER_IMAGES and all(
+            l in pend and pend[l].shape[1:] == arrays[l].shape[1:] and pend[l].dtype == arrays[l].dtype for l in small))
+        if not fits:
+            self._flush()
+            if not all(l in pend and pend[l].shape[1:] == arrays[l].shape[1:] and pend[l].dtype == arrays[l].dtype
+                       for l in small):
+                self._pending = pend = {l: np.empty((_DEFER_IMAGES,) + arrays[l].shape[1:], dtype=arrays[l].dtype)
+                                        for l in small}
+        k = self._pending_n
+        for l in small:
+            pend[l][k:k + n] = arrays[l]
+        self._pending_groups[k:k + n] = groups
+        self._pending_n = k + n
+        if self._pending_n == _DEFER_IMAGES:
+            self._flush()
+        return {l: x for l, x in arrays.items() if l not in small}
+
+    def _flush(self) -> None:
+        """Count the buffered activations (before any read-out)."""
+        k = self._pending_n
+        if k == 0:
+            return
+        t0 = time.perf_counter()
+        groups = self._pending_groups[:k]
+        for layer, buf in self._pending.items():
+            self._tables[layer].count(self._hists[layer], buf[:k], groups, self._table_images[layer],
+                                      self._table_nans[layer])
+        self._pending_n = 0
+        self.timings["histogram counts"] += time.perf_counter() - t0
+
     def close(self) -> None:
         """Drop the accumulation state and delete its temporary files (if any)."""
+        self._pending, self._pending_n = {}, 0
         for tables in self._tables.values():
             tables.close()
         self._tables.clear()
@@ -365,10 +426,13 @@ class SubsetAccumulator:
             dup = idx[self._seen[idx]] if self._seen[idx].any() else idx
             raise ValueError(f"update: image {int(dup[0])} is given twice (each image must be added once)")
         groups = np.ascontiguousarray(self._table_of[idx])
+        now = arrays
         if self._hists:  # samples per image and neuron: H x W (channels) or tokens
-            self._ensure_tables({layer: x.size // (n * self.neurons_list[layer]) for layer, x in arrays.items()})
+            self._ensure_tables({layer: x.size // (n * self.neurons_list[layer]) for layer, x in arrays.items()},
+                                {layer: x.nbytes // n for layer, x in arrays.items()})
+            now = self._buffer(arrays, groups)
         for layer, x in arrays.items():
-            if self._hists:
+            if self._hists and layer in now:
                 t0 = time.perf_counter()
                 self._tables[layer].count(self._hists[layer], x, groups, self._table_images[layer],
                                           self._table_nans[layer])
@@ -418,6 +482,7 @@ class SubsetAccumulator:
         refs = match_references(reference, self.distributions)
         for name, ref in refs.items():
             self._check_reference(name, ref)
+        self._flush()
         K, R = len(self.sizes), self.repeats
         values: Dict[str, np.ndarray] = {}
         full: Dict[str, float] = {}
@@ -590,6 +655,7 @@ class SubsetAccumulator:
             "histogram") else None, layouts=self.layouts if name.startswith("histogram") else None,
             feature_extractor_name=self.feature_extractor_name)
         if name.startswith("histogram"):
+            self._flush()
             tabs = self._full_tables() if r == -1 else self._subset_tables(r, k)
             n_img = int(sum(self._table_images[next(iter(self.neurons_list))][t] for t in tabs))
             for layer in self.neurons_list:
