@@ -88,7 +88,7 @@ def test_scope_restores_on_error(libc):
 
 
 @needs_glibc
-@pytest.mark.parametrize("env", [{"VDNA_HEAP_REUSE": "0"}, {"MALLOC_ARENA_MAX_": "2"},
+@pytest.mark.parametrize("env", [{"VDNA_HEAP_REUSE": "0"}, {"MALLOC_TRIM_THRESHOLD_": "131072"},
                                  {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}])
 def test_off_when_asked_or_when_malloc_is_configured(libc, monkeypatch, env):
     for k, v in env.items():
