@@ -19,7 +19,7 @@ BIG = 64 << 20
 
 needs_glibc = pytest.mark.skipif(
     platform.system() != "Linux" or heap._glibc() is None,
-    reason="vdna/heap.py changes glibc's malloc only; elsewhere it does nothing (tested below as disabled)")
+    reason="vdna/heap.py changes glibc's malloc only (elsewhere its scopes do nothing)")
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ them afterwards. glibc's malloc serves blocks above its mmap threshold (at most 
 ``mmap`` regions and gives them back with ``munmap`` when they are freed; it also returns the top of
 its heap to the system once more than its trim threshold is free there. The next batch then faults
 every page in again and the kernel zeroes each one. For ``rand_resnet50`` at batch 16 that is
-120,000-210,000 page faults per batch: the kernel's share of the forward pass was 58 s of a 227 s
-``make_vdna`` over 2,000 images on our 2-core machine (``resource.getrusage``), and more after a
-stability curve's tables had been touched (95 s), which made the forward pass inside the curve slower
-than the same forward pass inside ``make_vdna`` (docs/stability.md, "Cost").
+120,000-210,000 page faults per batch: of the 227 s the forward passes of a ``make_vdna`` over 2,000
+images took on our 2-core machine, 58 s were kernel time (``resource.getrusage``), and 95 s of 249 s
+after a stability curve's tables had been touched, which made the forward pass inside the curve
+slower than the same forward pass inside ``make_vdna`` (docs/stability.md, "Cost").
 
 What. Two scopes, both only where the C library is glibc:
 
